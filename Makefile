@@ -1,0 +1,26 @@
+# Two commands do all set-up: `make demo` and `make test` create .venv if missing,
+# install detkd into it (editable, with its pinned dependencies), then run.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.detkd-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --work-dir work_dirs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf work_dirs .pytest_cache

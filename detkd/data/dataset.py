@@ -1,0 +1,96 @@
+"""The torch ``Dataset`` over a :class:`DatasetIndex`, with the item convention of DESIGN.md.
+
+Item: ``(image uint8 Tensor[3, H, W], target)`` where target holds ``boxes`` Float32[N, 4] xyxy
+absolute pixels of the returned image, ``labels`` Int64[N] in ``0..K-1``, ``difficult`` Bool[N],
+``image_id`` int, ``orig_size`` (h, w) of the file, ``scale`` (sx, sy) from file to returned
+pixels (divide boxes by it to go back) and ``labeled`` (False for unlabeled images).
+
+An image that fails to decode mid-epoch (truncated, deleted, corrupt) is skipped with a
+:class:`DatasetWarning` that counts the skips so far, and the next usable image is returned in its
+place: training never crashes on one bad file, and stops with :class:`DatasetError` only when no
+image at all can be read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detkd.data.images import ImageReadError, load_image
+from detkd.data.records import DatasetError, DatasetIndex, ImageRecord, sanitize_boxes
+from detkd.data.transforms import DetectionTransform, Transformed
+
+__all__ = ["DatasetWarning", "DetectionDataset", "Target"]
+
+Target = dict[str, Any]
+
+
+class DatasetWarning(UserWarning):
+    """A sample was skipped or repaired while loading."""
+
+
+class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
+    """Images and targets of one split.
+
+    Args:
+        index: records from one of the readers (:func:`~detkd.data.voc.read_voc`, ...).
+        transform: letterbox/augmentation; None returns images at their file size.
+    """
+
+    def __init__(self, index: DatasetIndex, transform: DetectionTransform | None = None) -> None:
+        index.require_usable()
+        self.index = index
+        self.transform = transform
+        self.skipped: list[str] = []  # files skipped in this process, in order
+        self._bad: set[int] = set()
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    def __len__(self) -> int:
+        return len(self.index.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Target]:
+        n = len(self)
+        for step in range(n):
+            j = (i + step) % n
+            if j in self._bad:
+                continue
+            record = self.index.records[j]
+            try:
+                image = load_image(record.path)
+            except ImageReadError as exc:
+                self._bad.add(j)
+                self.skipped.append(str(record.path))
+                warnings.warn(f"{exc.defect} [{len(self.skipped)} skipped so far]", DatasetWarning, stacklevel=2)
+                continue
+            return self._item(record, image)
+        raise DatasetError(f"{self.index.source}: none of the {n} images could be read")
+
+    def _item(self, record: ImageRecord, image: np.ndarray) -> tuple[torch.Tensor, Target]:
+        boxes = record.boxes
+        height, width = image.shape[:2]
+        if (width, height) != (record.width, record.height):  # file changed since it was indexed
+            boxes, keep, defects = sanitize_boxes(boxes, width, height, str(record.path))
+            record = ImageRecord(record.image_id, record.path, width, height, boxes,
+                                 record.labels[keep], record.difficult[keep], record.ann_file, record.labeled)
+            warnings.warn(f"{record.path}: image size changed since indexing; boxes re-checked", DatasetWarning, stacklevel=3)
+        if self.transform is not None:
+            out = self.transform(image, record.boxes, record.labels, record.difficult)
+        else:
+            out = Transformed(image, record.boxes, record.labels, record.difficult, (1.0, 1.0))
+        target: Target = {
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32, copy=False)).reshape(-1, 4),
+            "labels": torch.from_numpy(out.labels.astype(np.int64, copy=False)),
+            "difficult": torch.from_numpy(out.difficult.astype(bool, copy=False)),
+            "image_id": record.image_id,
+            "orig_size": (record.height, record.width),
+            "scale": out.scale,
+            "labeled": record.labeled,
+        }
+        return torch.from_numpy(out.image).permute(2, 0, 1).contiguous(), target

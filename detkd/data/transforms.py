@@ -1,0 +1,132 @@
+"""Box-aware image transforms: a letterbox to a square network input, then albumentations.
+
+The letterbox (resize the longer side to ``imgsz``, pad right/bottom with grey) is our own few
+lines so that its exact scale is known: predictions map back to the original image with
+``box / scale``. Random augmentation (scale/translate, flip, colour) is albumentations; boxes that
+leave the canvas are clipped, and boxes with less than ``min_visibility`` of their area left are
+dropped, so every returned box is valid.
+
+Arrays in and out: image ``uint8[H, W, 3]`` RGB; boxes ``float32[N, 4]`` xyxy absolute pixels;
+labels ``int64[N]``; difficult ``bool[N]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+__all__ = ["AugmentConfig", "DetectionTransform", "Transformed", "build_eval_transform", "build_train_transform", "letterbox"]
+
+PAD_VALUE = 114  # grey, the usual letterbox fill
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation strengths (probabilities are per image)."""
+
+    scale: tuple[float, float] = (0.6, 1.4)
+    translate: float = 0.1
+    affine_p: float = 0.5
+    hflip_p: float = 0.5
+    color_p: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.02
+    min_visibility: float = 0.3
+    min_size: float = 2.0
+
+
+@dataclass
+class Transformed:
+    """Output of a :class:`DetectionTransform`; ``scale`` = (sx, sy) from original to output pixels."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    scale: tuple[float, float]
+
+
+def letterbox(image: np.ndarray, boxes: np.ndarray, imgsz: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Resize so the longer side is ``imgsz`` (aspect kept), pad right and bottom to ``imgsz x imgsz``.
+
+    Returns:
+        ``(image uint8[imgsz, imgsz, 3], boxes float32[N, 4] scaled, (sx, sy))``.
+    """
+    height, width = image.shape[:2]
+    ratio = imgsz / max(height, width)
+    new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+    interp = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_w, new_h) != (width, height) else image
+    canvas = np.full((imgsz, imgsz, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[:new_h, :new_w] = resized
+    sx, sy = new_w / width, new_h / height
+    scaled = (np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], dtype=np.float32))
+    return canvas, scaled, (sx, sy)
+
+
+class DetectionTransform:
+    """Letterbox to ``imgsz`` then an optional albumentations pipeline (``None`` = eval)."""
+
+    def __init__(self, imgsz: int, augment: A.Compose | None = None) -> None:
+        if imgsz < 8:
+            raise ValueError(f"imgsz must be >= 8, got {imgsz}")
+        self.imgsz = imgsz
+        self.augment = augment
+
+    def reseed(self, seed: int) -> None:
+        """Give the augmentation its own stream; DataLoader workers call this with distinct seeds."""
+        if self.augment is not None:
+            self.augment.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray) -> Transformed:
+        image, boxes, scale = letterbox(image, boxes, self.imgsz)
+        boxes = np.clip(boxes, 0, self.imgsz)  # rounding may push an edge a hair outside
+        if self.augment is not None:
+            out = self.augment(image=image, bboxes=boxes, labels=np.asarray(labels), difficult=np.asarray(difficult))
+            image, boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            labels, difficult = out["labels"], out["difficult"]
+        return Transformed(
+            image=np.ascontiguousarray(image),
+            boxes=boxes.astype(np.float32),
+            labels=np.asarray(labels, dtype=np.int64).reshape(-1),
+            difficult=np.asarray(difficult, dtype=bool).reshape(-1),
+            scale=scale,
+        )
+
+
+def build_train_transform(imgsz: int, cfg: AugmentConfig | None = None, seed: int | None = None) -> DetectionTransform:
+    """Letterbox + random affine scale/translate + horizontal flip + colour jitter."""
+    cfg = cfg or AugmentConfig()
+    augment = A.Compose(
+        [
+            A.Affine(
+                scale=cfg.scale,
+                translate_percent=(-cfg.translate, cfg.translate),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=PAD_VALUE,
+                p=cfg.affine_p,
+            ),
+            A.HorizontalFlip(p=cfg.hflip_p),
+            A.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, p=cfg.color_p),
+        ],
+        bbox_params=A.BboxParams(
+            format="pascal_voc",
+            label_fields=["labels", "difficult"],
+            min_visibility=cfg.min_visibility,
+            min_width=cfg.min_size,
+            min_height=cfg.min_size,
+            clip=True,
+        ),
+        seed=seed,
+    )
+    return DetectionTransform(imgsz, augment)
+
+
+def build_eval_transform(imgsz: int) -> DetectionTransform:
+    """Letterbox only (deterministic)."""
+    return DetectionTransform(imgsz, None)
