@@ -21,7 +21,7 @@ from pathlib import Path
 from detkd.engine.metrics import evaluate_detections, format_metrics_table
 from detkd.fileio import atomic_write_json
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 EXIT_BAD_INPUT = 2  # the same status argparse uses for a bad command line
 

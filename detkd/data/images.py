@@ -69,7 +69,7 @@ def load_image(path: Path) -> np.ndarray:
     image = _open(path)
     try:
         image.load()
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # writable copy (torch.from_numpy needs one)
     except OSError as exc:
         kind = DefectKind.TRUNCATED_IMAGE if "truncated" in str(exc).lower() else DefectKind.UNREADABLE_IMAGE
         raise _fail(path, kind, f"cannot decode: {exc}") from exc

@@ -246,6 +246,16 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
 
+def _start_method() -> str:
+    """``fork`` where the OS has it, else ``spawn``.
+
+    A spawned worker re-imports ``detkd.data``, whose ``__init__`` pulls in torch (seconds per
+    worker); a forked one starts at once. Forking a parent that holds torch/OpenCV thread pools is
+    safe here because workers never call torch and run OpenCV single-threaded (:func:`_init_worker`).
+    """
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
     """Run tasks in order, in ``workers`` processes when more than one; results in task order."""
     results: list[_Result] = []
@@ -255,8 +265,7 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[_Result
                 results.append(_run_task(task))
                 bar.update()
             return results
-        # spawn, not fork: the caller may hold torch/OpenCV thread pools that a fork would break.
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context(_start_method())
         chunk = max(1, min(16, len(tasks) // (workers * 8)))
         with context.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
             for result in pool.imap(_run_task, tasks, chunksize=chunk):

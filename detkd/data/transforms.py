@@ -12,6 +12,7 @@ labels ``int64[N]``; difficult ``bool[N]``.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import albumentations as A
@@ -78,10 +79,16 @@ class DetectionTransform:
         self.imgsz = imgsz
         self.augment = augment
 
-    def reseed(self, seed: int) -> None:
-        """Give the augmentation its own stream; DataLoader workers call this with distinct seeds."""
+    def reseed(self, seed: int | None) -> None:
+        """Restart the augmentation's random stream (None: fresh entropy).
+
+        DataLoader workers call this with distinct seeds. One generator is shared by the whole
+        pipeline on purpose: albumentations' ``Compose(seed=...)`` seeds every child transform
+        with the same value, which makes their apply/skip decisions identical (flip exactly
+        when affine, ...).
+        """
         if self.augment is not None:
-            self.augment.set_random_seed(seed)
+            self.augment.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray) -> Transformed:
         image, boxes, scale = letterbox(image, boxes, self.imgsz)
@@ -122,9 +129,10 @@ def build_train_transform(imgsz: int, cfg: AugmentConfig | None = None, seed: in
             min_height=cfg.min_size,
             clip=True,
         ),
-        seed=seed,
     )
-    return DetectionTransform(imgsz, augment)
+    transform = DetectionTransform(imgsz, augment)
+    transform.reseed(seed)
+    return transform
 
 
 def build_eval_transform(imgsz: int) -> DetectionTransform:

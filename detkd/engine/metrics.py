@@ -84,7 +84,8 @@ def _finite(value: Any) -> bool:
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, (numbers.Integral, str)) and not isinstance(value, bool)
+    # COCO ids are integers; pycocotools sorts them, so mixed types would crash deep inside it.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _known(value: Any, valid: dict[Any, Any] | set[Any]) -> bool:
@@ -104,7 +105,31 @@ def _check_box(bbox: Any, where: str) -> list[float]:
     return [x, y, w, h]
 
 
-def _check_categories(gt: dict[str, Any], src: str) -> dict[Any, str]:
+def _check_item(item: Any, where: str, image_ids: set[Any], names: dict[Any, str]) -> list[float]:
+    """Check the ids and box shared by GT annotations and detections; returns the box."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: must be an object, got {item!r}")
+    if not _known(item.get("image_id"), image_ids):
+        raise ValueError(f"{where}: unknown image_id {item.get('image_id')!r} (not among the GT images)")
+    if not _known(item.get("category_id"), names):
+        raise ValueError(f"{where}: unknown category_id {item.get('category_id')!r} (not among the GT categories)")
+    return _check_box(item.get("bbox"), where)
+
+
+def _check_images_and_categories(gt: Any, src: str) -> tuple[list[dict[str, Any]], dict[Any, str]]:
+    """Copies of the GT images and the category id -> name map, both checked."""
+    if not isinstance(gt, dict):
+        raise ValueError(f"{src}: ground truth must be a COCO dict (JSON object), got {type(gt).__name__}")
+    for key in ("images", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise ValueError(f"{src}: ground truth needs a {key!r} list")
+    images = []
+    for i, image in enumerate(gt["images"]):
+        if not isinstance(image, dict) or not _is_id(image.get("id")):
+            raise ValueError(f"{src}: image {i} needs an integer 'id', got {image!r}")
+        images.append(dict(image))
+    if len({image["id"] for image in images}) != len(images):
+        raise ValueError(f"{src}: image ids are not unique")
     names: dict[Any, str] = {}
     for i, cat in enumerate(gt["categories"]):
         if not isinstance(cat, dict) or not _is_id(cat.get("id")) or not isinstance(cat.get("name"), str):
@@ -112,51 +137,24 @@ def _check_categories(gt: dict[str, Any], src: str) -> dict[Any, str]:
         if cat["id"] in names or cat["name"] in names.values():
             raise ValueError(f"{src}: category {i} repeats id {cat['id']!r} or name {cat['name']!r}")
         names[cat["id"]] = cat["name"]
-    return names
+    return images, names
 
 
 def _clean_gt(gt: Any, src: str) -> tuple[dict[str, Any], dict[Any, str]]:
-    """Validated copy of a COCO ground-truth dict and its category id -> name map."""
-    if not isinstance(gt, dict):
-        raise ValueError(f"{src}: ground truth must be a COCO dict (JSON object), got {type(gt).__name__}")
-    for key in ("images", "categories"):
-        if not isinstance(gt.get(key), list):
-            raise ValueError(f"{src}: ground truth needs a {key!r} list")
+    """Validated copy of a COCO ground-truth dict (only the keys the metrics use) and its names."""
+    images, names = _check_images_and_categories(gt, src)
     if not isinstance(gt.get("annotations", []), list):
         raise ValueError(f"{src}: 'annotations' must be a list")
-    images = []
-    for i, image in enumerate(gt["images"]):
-        if not isinstance(image, dict) or not _is_id(image.get("id")):
-            raise ValueError(f"{src}: image {i} needs an integer or string 'id', got {image!r}")
-        images.append(dict(image))
     image_ids = {image["id"] for image in images}
-    if len(image_ids) != len(images):
-        raise ValueError(f"{src}: image ids are not unique")
-    names = _check_categories(gt, src)
     annotations = []
     for i, ann in enumerate(gt.get("annotations", [])):
-        where = f"{src}: annotation {i}"
-        if not isinstance(ann, dict):
-            raise ValueError(f"{where}: must be an object, got {ann!r}")
-        if not _known(ann.get("image_id"), image_ids):
-            raise ValueError(f"{where}: unknown image_id {ann.get('image_id')!r}")
-        if not _known(ann.get("category_id"), names):
-            raise ValueError(f"{where}: unknown category_id {ann.get('category_id')!r}")
-        box = _check_box(ann.get("bbox"), where)
+        box = _check_item(ann, f"{src}: annotation {i}", image_ids, names)
         area = ann.get("area", box[2] * box[3])
         if not _finite(area):
-            raise ValueError(f"{where}: area must be a finite number, got {area!r}")
-        annotations.append(
-            {
-                "id": len(annotations) + 1,
-                "image_id": ann["image_id"],
-                "category_id": ann["category_id"],
-                "bbox": box,
-                "area": float(area),
-                "iscrowd": int(bool(ann.get("iscrowd", 0))),
-                "difficult": int(bool(ann.get("difficult", 0))),
-            }
-        )
+            raise ValueError(f"{src}: annotation {i}: area must be a finite number, got {area!r}")
+        flags = {key: int(bool(ann.get(key, 0))) for key in ("iscrowd", "difficult")}
+        ids = {"id": len(annotations) + 1, "image_id": ann["image_id"], "category_id": ann["category_id"]}
+        annotations.append(ids | {"bbox": box, "area": float(area)} | flags)
     categories = [{"id": cid, "name": name} for cid, name in names.items()]
     return {"images": images, "annotations": annotations, "categories": categories}, names
 
@@ -167,18 +165,10 @@ def _clean_dets(dets: Any, src: str, image_ids: set[Any], names: dict[Any, str])
         raise ValueError(f"{src}: detections must be a list of objects, got {type(dets).__name__}")
     out = []
     for i, det in enumerate(dets):
-        where = f"{src}: detection {i}"
-        if not isinstance(det, dict):
-            raise ValueError(f"{where}: must be an object, got {det!r}")
-        if not _known(det.get("image_id"), image_ids):
-            raise ValueError(f"{where}: unknown image_id {det.get('image_id')!r} (not in the ground truth)")
-        if not _known(det.get("category_id"), names):
-            raise ValueError(f"{where}: unknown category_id {det.get('category_id')!r} (not in the ground truth)")
-        if not _finite(det.get("score")):
-            raise ValueError(f"{where}: score must be a finite number, got {det.get('score')!r}")
-        box = _check_box(det.get("bbox"), where)
-        score = float(det["score"])
-        out.append({"image_id": det["image_id"], "category_id": det["category_id"], "bbox": box, "score": score})
+        box = _check_item(det, f"{src}: detection {i}", image_ids, names)
+        if not _finite(score := det.get("score")):
+            raise ValueError(f"{src}: detection {i}: score must be a finite number, got {score!r}")
+        out.append({"image_id": det["image_id"], "category_id": det["category_id"], "bbox": box, "score": float(score)})
     return out
 
 
@@ -271,9 +261,8 @@ def voc_ap(recall: np.ndarray | list[float], precision: np.ndarray | list[float]
     if use_07_metric:
         # i / 10, not np.arange(0, 1.1, 0.1): 0.30000000000000004 would miss a recall of exactly 0.3.
         thresholds = np.arange(11) / 10
-        reached = rec[None, :] >= thresholds[:, None]
-        best = np.where(reached, prec[None, :], -np.inf).max(axis=1)
-        return float(np.where(np.isfinite(best), best, 0.0).sum() / 11)
+        best = np.where(rec[None, :] >= thresholds[:, None], prec[None, :], 0.0).max(axis=1)  # 0 if none reached
+        return float(best.sum() / 11)
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.maximum.accumulate(np.concatenate(([0.0], prec, [0.0]))[::-1])[::-1]
     steps = np.flatnonzero(mrec[1:] != mrec[:-1])
@@ -399,14 +388,8 @@ def evaluate_detections(gt: GtLike, dets: DetsLike) -> dict[str, Any]:
     per_class = {
         name: {**coco_per_class[cid], **voc_per_class[cid], "num_gt": counts[cid]} for cid, name in inputs.names.items()
     }
-    return {
-        **stats,
-        **_voc_means(voc_per_class),
-        "num_images": len(inputs.gt["images"]),
-        "num_gt": len(inputs.gt["annotations"]),
-        "num_dets": len(inputs.dets),
-        "per_class": per_class,
-    }
+    counts_total = {"num_images": len(inputs.gt["images"]), "num_gt": len(inputs.gt["annotations"])}
+    return {**stats, **_voc_means(voc_per_class), **counts_total, "num_dets": len(inputs.dets), "per_class": per_class}
 
 
 def _cell(value: Any) -> str:
