@@ -147,7 +147,8 @@ def test_perturb_detections(dataset: Path) -> None:
         assert 0 < det["score"] <= 1 and det["category_id"] in cat_ids
     assert len(perturb_detections(gt, seed=1, miss_rate=1.0, fp_per_image=0.0)) == 0
     exact = perturb_detections(gt, seed=1, jitter=0.0, miss_rate=0.0, fp_per_image=0.0, confusion_rate=0.0)
-    assert [d["bbox"] for d in exact] == pytest.approx([a["bbox"] for a in gt["annotations"]], abs=0.01)
+    got, want = np.array([d["bbox"] for d in exact]), np.array([a["bbox"] for a in gt["annotations"]])
+    assert got.shape == want.shape and np.allclose(got, want, atol=0.01)
 
 
 def test_tool_subprocess(tmp_path: Path) -> None:
@@ -164,6 +165,16 @@ def test_tool_subprocess(tmp_path: Path) -> None:
         assert (out / "ImageSets/Main" / f"{split}.txt").is_file()
         assert (out / "annotations" / f"instances_{split}.json").is_file()
     assert (out / "unlabeled/unlabeled_000000.jpg").is_file() and (out / "classes.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("counts", "kwargs"),
+    [({"train": -1}, {}), ({"training": 1}, {}), ({"train": 1}, {"size": 31}), ({"train": 1}, {"workers": 0})],
+)
+def test_generate_rejects_bad_arguments(tmp_path: Path, counts: dict[str, int], kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        generate_synthetic(tmp_path / "x", 0, counts, progress=False, **kwargs)
+    assert not (tmp_path / "x").exists()
 
 
 def _load_tool() -> ModuleType:

@@ -2,30 +2,40 @@
 
 Readers return a :class:`~detkd.data.records.DatasetIndex`; :class:`~detkd.data.dataset.DetectionDataset`
 turns one into torch items ``(uint8 Tensor[3, H, W], target dict)``.
+
+Names are imported on first use: the readers and tools that only parse annotations should not
+pay for importing torch and albumentations (seconds per process, and per worker on spawn).
 """
 
-from detkd.data.check import CheckReport, check_dataset
-from detkd.data.collate import build_dataloader, collate_detection
-from detkd.data.dataset import DatasetWarning, DetectionDataset
-from detkd.data.records import DatasetError, DatasetIndex, Defect, DefectKind, ImageRecord
-from detkd.data.sources import detect_format, read_index
-from detkd.data.transforms import AugmentConfig, build_eval_transform, build_train_transform
+from __future__ import annotations
 
-__all__ = [
-    "AugmentConfig",
-    "CheckReport",
-    "DatasetError",
-    "DatasetIndex",
-    "DatasetWarning",
-    "Defect",
-    "DefectKind",
-    "DetectionDataset",
-    "ImageRecord",
-    "build_dataloader",
-    "build_eval_transform",
-    "build_train_transform",
-    "check_dataset",
-    "collate_detection",
-    "detect_format",
-    "read_index",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AugmentConfig": "transforms",
+    "build_eval_transform": "transforms",
+    "build_train_transform": "transforms",
+    "CheckReport": "check",
+    "check_dataset": "check",
+    "build_dataloader": "collate",
+    "collate_detection": "collate",
+    "DatasetWarning": "dataset",
+    "DetectionDataset": "dataset",
+    "DatasetError": "records",
+    "DatasetIndex": "records",
+    "Defect": "records",
+    "DefectKind": "records",
+    "ImageRecord": "records",
+    "detect_format": "sources",
+    "read_index": "sources",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -25,30 +25,14 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[tor
     return images, targets
 
 
-def _reseed(dataset: Any, seed: int) -> None:
-    """Reseed the augmentation of a dataset, a Subset or every part of a ConcatDataset."""
-    transform = getattr(dataset, "transform", None)
-    if transform is not None and hasattr(transform, "reseed"):
-        transform.reseed(seed)
-    for child in getattr(dataset, "datasets", []):
-        _reseed(child, seed)
-    if (inner := getattr(dataset, "dataset", None)) is not None:
-        _reseed(inner, seed)
-
-
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: distinct, reproducible seeds per worker and epoch.
-
-    torch derives each worker's seed from the loader's generator; albumentations keeps its own
-    random state, which a forked worker would otherwise share with its siblings (every worker
-    augmenting identically), so it is reseeded here too.
-    """
+    """DataLoader ``worker_init_fn``: seed Python's and NumPy's global RNGs from torch's
+    per-worker seed (distinct per worker and epoch, reproducible from the loader's generator).
+    The augmentation pipeline reseeds itself, see ``DetectionDataset``."""
     info = get_worker_info()
     seed = (info.seed if info is not None else torch.initial_seed()) % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    if info is not None:
-        _reseed(info.dataset, seed)
 
 
 def build_dataloader(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from detkd.data.images import ImageReadError, load_image
 from detkd.data.records import DatasetError, DatasetIndex, ImageRecord, sanitize_boxes
@@ -47,6 +47,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.transform = transform
         self.skipped: list[str] = []  # files skipped in this process, in order
         self._bad: set[int] = set()
+        self._worker_seed: int | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -55,7 +56,20 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     def __len__(self) -> int:
         return len(self.index.records)
 
+    def _seed_worker_augmentation(self) -> None:
+        """Give each DataLoader worker its own augmentation stream, whoever built the loader.
+
+        A forked worker inherits the parent's albumentations state, so without this every worker
+        would augment identically. torch gives each worker a distinct seed per epoch
+        (derived from the loader's generator), which we reuse: reproducible and distinct.
+        """
+        info = get_worker_info()
+        if info is not None and info.seed != self._worker_seed and self.transform is not None:
+            self._worker_seed = info.seed
+            self.transform.reseed(info.seed % 2**32)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Target]:
+        self._seed_worker_augmentation()
         n = len(self)
         for step in range(n):
             j = (i + step) % n

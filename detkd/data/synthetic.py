@@ -242,35 +242,43 @@ def _run_task(task: _Task) -> _Result:
     return _Result(rendered.width, rendered.height, rendered.boxes, rendered.labels, rendered.difficult)
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
-
-
 def _start_method() -> str:
     """``fork`` where the OS has it, else ``spawn``.
 
     A spawned worker re-imports ``detkd.data``, whose ``__init__`` pulls in torch (seconds per
-    worker); a forked one starts at once. Forking a parent that holds torch/OpenCV thread pools is
-    safe here because workers never call torch and run OpenCV single-threaded (:func:`_init_worker`).
+    worker); a forked one starts at once. Workers never call torch, and :func:`_run_tasks` stops
+    OpenCV's thread pool before forking (a child inheriting it would deadlock in OpenCV).
     """
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _init_spawned_worker() -> None:
+    cv2.setNumThreads(1)
 
 
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
     """Run tasks in order, in ``workers`` processes when more than one; results in task order."""
     results: list[_Result] = []
-    with tqdm(total=len(tasks), desc="synthetic", unit="img", file=sys.stderr, disable=None if progress else True) as bar:
+    with tqdm(total=len(tasks), desc="synthetic", unit="img", file=sys.stderr, disable=not progress) as bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 results.append(_run_task(task))
                 bar.update()
             return results
-        context = multiprocessing.get_context(_start_method())
         chunk = max(1, min(16, len(tasks) // (workers * 8)))
-        with context.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
-            for result in pool.imap(_run_task, tasks, chunksize=chunk):
-                results.append(result)
-                bar.update()
+        cv_threads = cv2.getNumThreads()
+        # One thread per worker process: the cores are taken already, and with a single thread
+        # OpenCV shuts its pool down, so forked children inherit no half-alive thread pool.
+        cv2.setNumThreads(1)
+        try:
+            method = _start_method()
+            init = _init_spawned_worker if method == "spawn" else None  # forked ones inherit the setting
+            with multiprocessing.get_context(method).Pool(min(workers, len(tasks)), initializer=init) as pool:
+                for result in pool.imap(_run_task, tasks, chunksize=chunk):
+                    results.append(result)
+                    bar.update()
+        finally:
+            cv2.setNumThreads(cv_threads)
     return results
 
 
@@ -328,7 +336,7 @@ def generate_synthetic(
                 ImageRecord(i + 1, path, res.width, res.height, res.boxes, res.labels, res.difficult, ann_file)
             )
         # The source names no folder, so the JSON is byte-identical wherever it is generated.
-        index = DatasetIndex(records, list(CLASSES), [], f"detkd synthetic seed={seed} split={split}")
+        index = DatasetIndex(records, list(CLASSES), [], f"synthetic shapes (seed={seed}, split={split})")
         index.num_annotated_boxes = index.num_boxes
         write_voc(index, out, split)
         write_coco(index, out / "annotations" / f"instances_{split}.json", img_root=out / "JPEGImages")
@@ -354,6 +362,23 @@ def _false_positive(rng: np.random.Generator, width: int, height: int) -> list[f
     return _clipped_xywh(x - w / 2, y - h / 2, x + w / 2, y + h / 2, width, height)
 
 
+def _detected(
+    rng: np.random.Generator, ann: dict, size: tuple[int, int], jitter: float, confusion: float, cat_ids: list[int]
+) -> dict | None:
+    """The simulated detection of one ground-truth annotation (None when it falls outside the image)."""
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    cx, cy = x + w * (0.5 + rng.normal(0, jitter)), y + h * (0.5 + rng.normal(0, jitter))
+    w, h = w * math.exp(rng.normal(0, jitter)), h * math.exp(rng.normal(0, jitter))
+    score, category = 0.5 + 0.5 * float(rng.beta(4.0, 1.5)), int(ann["category_id"])
+    if len(cat_ids) > 1 and rng.random() < confusion:
+        category = int(rng.choice([c for c in cat_ids if c != category]))
+        score *= 0.6  # a confused detector is usually less sure, too
+    bbox = _clipped_xywh(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, *size)
+    if bbox is None:
+        return None
+    return {"image_id": int(ann["image_id"]), "category_id": category, "bbox": bbox, "score": round(score, 4)}
+
+
 def perturb_detections(
     coco_gt: dict,
     seed: int,
@@ -368,7 +393,7 @@ def perturb_detections(
     and size jittered by about ``jitter`` × its size and a high score; ``confusion_rate`` of them
     get a wrong class (and a lower score). Each image also gets Poisson(``fp_per_image``) false
     positives with low scores. Boxes are clipped to their image, scores lie in (0, 1]. The result
-    is deterministic per ``seed`` (a sanity detections file: AP is high but below 1).
+    is deterministic per ``seed``: a sanity detections file whose AP is high but below 1.
     """
     rng = np.random.default_rng(seed)
     cat_ids = sorted(int(c["id"]) for c in coco_gt["categories"])
@@ -377,22 +402,14 @@ def perturb_detections(
         by_image.setdefault(int(ann["image_id"]), []).append(ann)
     results: list[dict] = []
     for image in sorted(coco_gt["images"], key=lambda i: i["id"]):
-        width, height = int(image["width"]), int(image["height"])
+        size = (int(image["width"]), int(image["height"]))
         for ann in by_image.get(int(image["id"]), []):
             if ann.get("iscrowd", 0) or rng.random() < miss_rate:
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            cx, cy = x + w * (0.5 + rng.normal(0, jitter)), y + h * (0.5 + rng.normal(0, jitter))
-            w, h = w * math.exp(rng.normal(0, jitter)), h * math.exp(rng.normal(0, jitter))
-            score, category = 0.5 + 0.5 * rng.beta(4.0, 1.5), int(ann["category_id"])
-            if len(cat_ids) > 1 and rng.random() < confusion_rate:
-                category = int(rng.choice([c for c in cat_ids if c != category]))
-                score *= 0.6  # a confused detector is usually less sure, too
-            bbox = _clipped_xywh(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, width, height)
-            if bbox is not None:
-                results.append({"image_id": int(image["id"]), "category_id": category, "bbox": bbox, "score": round(score, 4)})
+            if (det := _detected(rng, ann, size, jitter, confusion_rate, cat_ids)) is not None:
+                results.append(det)
         for _ in range(int(rng.poisson(fp_per_image))):
-            bbox, category = _false_positive(rng, width, height), int(rng.choice(cat_ids))
+            bbox, category = _false_positive(rng, *size), int(rng.choice(cat_ids))
             if bbox is not None:
                 score = round(float(rng.uniform(0.01, 0.45)), 4)
                 results.append({"image_id": int(image["id"]), "category_id": category, "bbox": bbox, "score": score})

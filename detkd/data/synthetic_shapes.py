@@ -6,8 +6,9 @@ Images are BGR ``uint8`` (OpenCV's order); colours are random, so the channel or
 for consistency with :func:`cv2.imencode`.
 
 Class shapes are polygons in a unit frame (roughly ``[-1, 1]²``) that :func:`object_contours`
-scales, stretches, rotates and places, and :func:`rasterise` turns into a mask. Clutter ("distractors") is deliberately made of shapes that are *not* classes: lines,
-curves, ellipse fragments, irregular polygons and lumpy blobs.
+scales, stretches, rotates and places, and :func:`rasterise` turns into a mask. Clutter
+("distractors") is deliberately made of shapes that are *not* classes: lines, curves, ellipse
+fragments, irregular polygons and lumpy blobs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,72 @@
+"""The detector protocol every detkd model follows.
+
+Distillation needs the raw outputs of both networks, so ``forward`` never hides them: it returns
+the same raw head outputs in train and eval mode, with no loss and no NMS. Decoding and the loss
+are separate methods.
+
+Input convention: ``images`` is ``float32 Tensor[B, 3, H, W]`` RGB scaled to ``[0, 1]`` (the data
+preprocessor divides the dataset's uint8 by 255); any mean/std normalisation a backbone needs
+happens inside the model, so exported ONNX files take the same input.
+Output convention of ``decode``: one dict per image with ``boxes`` Float[N, 4] xyxy in the pixels
+of the network input (the letterboxed image), ``scores`` Float[N], ``labels`` Int64[N] in
+``0..K-1``. Callers map boxes back to the original image with the dataset's ``scale``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Detections", "Detector", "DecodeConfig"]
+
+Detections = list[dict[str, torch.Tensor]]
+
+
+class DecodeConfig:
+    """Post-processing thresholds shared by all detectors.
+
+    Attributes:
+        score_thr: drop candidates below this score (0.001 for mAP evaluation, higher to deploy).
+        nms_iou: IoU threshold of the per-class NMS.
+        max_det: detections kept per image after NMS.
+        pre_nms_topk: candidates per image considered by NMS.
+    """
+
+    def __init__(self, score_thr: float = 0.001, nms_iou: float = 0.5, max_det: int = 100, pre_nms_topk: int = 1000) -> None:
+        self.score_thr = score_thr
+        self.nms_iou = nms_iou
+        self.max_det = max_det
+        self.pre_nms_topk = pre_nms_topk
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"score_thr": self.score_thr, "nms_iou": self.nms_iou, "max_det": self.max_det, "pre_nms_topk": self.pre_nms_topk}
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What training, evaluation, export, distillation and pruning rely on.
+
+    Attributes:
+        class_names: the classes the model predicts, index = label.
+        imgsz: square input size the model was built for (pixels).
+    """
+
+    class_names: list[str]
+    imgsz: int
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """Raw head outputs (tensors or a tuple/dict of tensors) for ``images`` Float[B, 3, H, W] in [0, 1]."""
+        ...
+
+    def decode(self, outputs: Any, cfg: DecodeConfig | None = None) -> Detections:
+        """Scores, class and boxes per image (see module docstring), after per-class NMS."""
+        ...
+
+    def loss(self, outputs: Any, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Named loss terms (each a scalar tensor); their sum is what training minimises.
+
+        ``targets`` follow the dataset item convention: ``boxes`` Float[N, 4] xyxy in input
+        pixels, ``labels`` Int64[N], ``difficult`` Bool[N].
+        """
+        ...

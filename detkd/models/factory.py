@@ -1,0 +1,48 @@
+"""Model registry: builders by name, so a checkpoint can record how to rebuild its model.
+
+A builder is registered with ``@register_model("name")`` and called with keyword arguments only.
+:func:`build_model` calls it and remembers ``(name, kwargs)`` on the model as ``detkd_spec``;
+checkpoints store that spec, so loading needs no config (see :mod:`detkd.engine.checkpoint`).
+Keyword values must be JSON-friendly (numbers, strings, lists, dicts) for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch.nn as nn
+
+__all__ = ["MODELS", "build_model", "model_spec", "register_model"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(name: str) -> Callable[[F], F]:
+    """Decorator registering a model builder under ``name`` (names are unique)."""
+
+    def wrap(builder: F) -> F:
+        if name in MODELS and MODELS[name] is not builder:
+            raise ValueError(f"model name {name!r} is already registered")
+        MODELS[name] = builder
+        return builder
+
+    return wrap
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model and record ``{"name", "kwargs"}`` as its ``detkd_spec``."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS)) or 'none'}")
+    model = MODELS[name](**kwargs)
+    model.detkd_spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
+    return model
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """The ``{"name", "kwargs"}`` a model was built with (raises if built by hand)."""
+    spec = getattr(model, "detkd_spec", None)
+    if spec is None:
+        raise ValueError(f"{type(model).__name__} was not built with build_model(); its spec is unknown")
+    return spec
