@@ -48,3 +48,14 @@ def make_index(image_dir: Path) -> DatasetIndex:
 @pytest.fixture
 def fixture_index(tmp_path: Path) -> DatasetIndex:
     return make_index(tmp_path / "src_images")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest single-threaded; on a busy 2-core machine extra threads only contend."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -41,35 +41,58 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         transform: letterbox/augmentation; None returns images at their file size.
     """
 
-    def __init__(self, index: DatasetIndex, transform: DetectionTransform | None = None) -> None:
+    def __init__(self, index: DatasetIndex, transform: DetectionTransform | None = None, seed: int = 0) -> None:
         index.require_usable()
         self.index = index
         self.transform = transform
+        self.seed = seed
         self.skipped: list[str] = []  # files skipped in this process, in order
         self._bad: set[int] = set()
-        self._worker_seed: int | None = None
+        self._epoch: int | None = None
+        self._rank = 0
+        self._seeded_for: tuple[int | None, int] | None = None
 
     @property
     def class_names(self) -> list[str]:
         return self.index.class_names
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """mmengine reads this (class names shown in logs and visualisations)."""
+        return {"classes": tuple(self.index.class_names)}
+
     def __len__(self) -> int:
         return len(self.index.records)
 
-    def _seed_worker_augmentation(self) -> None:
+    def set_epoch(self, epoch: int, rank: int = 0) -> None:
+        """Seed augmentation from ``(seed, epoch, rank, worker)`` from now on (training calls this
+        before every epoch, so a resumed run augments exactly like an uninterrupted one).
+        Works with non-persistent DataLoader workers, which copy the dataset each epoch."""
+        self._epoch, self._rank = epoch, rank
+        self._seeded_for = None
+
+    def _seed_augmentation(self) -> None:
         """Give each DataLoader worker its own augmentation stream, whoever built the loader.
 
         A forked worker inherits the parent's albumentations state, so without this every worker
-        would augment identically. torch gives each worker a distinct seed per epoch
-        (derived from the loader's generator), which we reuse: reproducible and distinct.
+        would augment identically. After :meth:`set_epoch` the stream depends only on
+        ``(seed, epoch, rank, worker)``; before it, workers use torch's per-worker seed.
         """
+        if self.transform is None:
+            return
         info = get_worker_info()
-        if info is not None and info.seed != self._worker_seed and self.transform is not None:
-            self._worker_seed = info.seed
+        worker = info.id if info is not None else -1
+        if self._seeded_for == (self._epoch, worker):
+            return
+        self._seeded_for = (self._epoch, worker)
+        if self._epoch is not None:
+            state = np.random.SeedSequence([self.seed, self._epoch, self._rank, worker + 1]).generate_state(1)
+            self.transform.reseed(int(state[0]))
+        elif info is not None:
             self.transform.reseed(info.seed % 2**32)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Target]:
-        self._seed_worker_augmentation()
+        self._seed_augmentation()
         n = len(self)
         for step in range(n):
             j = (i + step) % n

@@ -8,6 +8,7 @@ Keyword values must be JSON-friendly (numbers, strings, lists, dicts) for the sa
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,17 @@ __all__ = ["MODELS", "build_model", "model_spec", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 F = TypeVar("F", bound=Callable[..., nn.Module])
+# Where the built-in builders live; a module is imported when one of its names is first asked
+# for, so `import detkd.models.factory` stays light and SSD code never loads for a YOLO run.
+BUILTIN: dict[str, str] = {
+    "yolov2": "detkd.models.yolo",
+    "tiny_yolov2": "detkd.models.yolo",
+    "fyolo": "detkd.models.yolo",
+    "ssd300_vgg16": "detkd.models.ssd",
+    "ssdlite320_mobilenet_v3_large": "detkd.models.ssd",
+    "ssd_cpu": "detkd.models.ssd",
+    "ultralytics": "detkd.models.ultralytics_adapter",
+}
 
 
 def register_model(name: str) -> Callable[[F], F]:
@@ -33,8 +45,10 @@ def register_model(name: str) -> Callable[[F], F]:
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model and record ``{"name", "kwargs"}`` as its ``detkd_spec``."""
+    if name not in MODELS and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS)) or 'none'}")
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(set(MODELS) | set(BUILTIN)))}")
     model = MODELS[name](**kwargs)
     model.detkd_spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
     return model

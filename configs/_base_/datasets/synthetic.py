@@ -1,0 +1,10 @@
+# The built-in synthetic dataset; generated into data.root on first use (about 15 s).
+data = dict(
+    format="voc",
+    root="data/synthetic",
+    splits=dict(train="train", val="val", test="test"),
+    classes=None,
+    generate=dict(seed=0, size=320, train=600, val=150, test=150, unlabeled=300),
+    unlabeled="data/synthetic/unlabeled",
+)
+imgsz = 256

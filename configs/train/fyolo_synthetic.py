@@ -1,0 +1,9 @@
+# F-YOLO student (deep-narrow Tiny-YOLO with feature-map stacking) on the built-in dataset, CPU scale.
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.datasets.synthetic import *  # noqa: F401,F403
+    from .._base_.schedules.adamw_cosine import *  # noqa: F401,F403
+
+model = dict(name="fyolo", width=0.5, anchors="kmeans", num_anchors=5)
+train.update(epochs=30, batch_size=16)  # noqa: F405

@@ -1,0 +1,113 @@
+"""Latency, size and cost of a detector: PyTorch eager and ONNX Runtime, on the CPU.
+
+Latency is the median of ``iters`` timed runs at batch 1 after ``warmup`` untimed runs, with the
+thread count fixed for both backends; decoding + NMS is timed separately (it is Python either way).
+FLOPs are counted by ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs) at batch 1.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from detkd.export.onnx import flatten_outputs, ort_session
+from detkd.models.detector import DecodeConfig
+
+__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "machine_info", "time_fn"]
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    iters: int
+
+
+def time_fn(fn: Callable[[], Any], warmup: int = 5, iters: int = 30) -> Timing:
+    """Time ``fn()`` ``iters`` times after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return Timing(statistics.median(samples), min(samples), max(samples), iters)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, imgsz: int) -> int:
+    """Forward FLOPs at batch 1 (2 per multiply-add)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, 3, imgsz, imgsz))
+    return int(counter.get_total_flops())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """What the figures were measured on (written into every results file)."""
+    return {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def benchmark_detector(
+    detector: nn.Module, imgsz: int, threads: int, onnx_path: str | Path | None = None,
+    image: torch.Tensor | None = None, warmup: int = 5, iters: int = 30,
+) -> dict[str, Any]:
+    """Params, FLOPs and batch-1 latency (PyTorch eager, ONNX Runtime when ``onnx_path`` is given).
+
+    Args:
+        image: Float[1, 3, imgsz, imgsz] in [0, 1]; a real image makes the decode timing realistic
+            (random input yields few candidates above the score threshold).
+    """
+    torch.set_num_threads(threads)
+    detector = detector.eval()
+    x = image if image is not None else torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = time_fn(lambda: detector(x), warmup, iters)
+        outputs = detector(x)
+        decode = time_fn(lambda: detector.decode(outputs, DecodeConfig(score_thr=0.05)), warmup, iters)
+    row: dict[str, Any] = {
+        "imgsz": imgsz, "threads": threads, "params": count_params(detector), "flops": count_flops(detector, imgsz),
+        "torch_latency_ms": eager.median_ms, "torch_latency": asdict(eager), "decode_ms": decode.median_ms,
+        "torch_fps": 1000.0 / eager.median_ms,
+    }
+    if onnx_path is not None:
+        session = ort_session(onnx_path, threads)
+        feed = {"images": x.numpy()}
+        onnx_t = time_fn(lambda: session.run(None, feed), warmup, iters)
+        row.update(onnx_latency_ms=onnx_t.median_ms, onnx_latency=asdict(onnx_t), onnx_fps=1000.0 / onnx_t.median_ms,
+                   onnx_size_mb=Path(onnx_path).stat().st_size / 2**20, onnx_outputs=flatten_outputs(outputs)[1])
+    return row

@@ -1,0 +1,139 @@
+"""Checkpoint files: safe loading, atomic saving, and rebuilding a detector from a checkpoint alone.
+
+Safety: every load uses ``torch.load(weights_only=True)``. detkd's training stores only tensors
+and plain types (see :class:`detkd.engine.hooks.CheckpointMetaHook`: mmengine's message hub would
+otherwise pickle ``HistoryBuffer`` objects that reference methods through ``getattr``); NumPy
+arrays and scalars from other mmengine-based tools are allowed as data (:data:`SAFE_GLOBALS`).
+Anything else is refused unless the caller passes ``trust=True`` for a file it trusts.
+
+Atomicity: mmengine writes checkpoints through its local file backend; :func:`install_checkpoint_io`
+replaces that backend with one that writes a temporary file and renames it, so an interrupted
+save never leaves a truncated ``epoch_N.pth`` or ``best_*.pth``.
+
+Self-description: training stores the model's builder name and arguments (see
+:mod:`detkd.models.factory`) under ``meta["detkd"]``, so :func:`load_detector` needs no config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.fileio import LocalBackend, register_backend
+
+from detkd.fileio import atomic_write_bytes
+from detkd.models.factory import build_model
+
+__all__ = [
+    "CheckpointError",
+    "SAFE_GLOBALS",
+    "detector_state_dict",
+    "install_checkpoint_io",
+    "load_weights",
+    "load_checkpoint_file",
+    "load_detector",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unsafe, or does not fit the model."""
+
+
+def _numpy_globals() -> list[Any]:
+    dtypes = (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_)
+    return [
+        np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+        np._core.multiarray.scalar,  # type: ignore[attr-defined]
+        np.ndarray,
+        np.dtype,
+        *[type(np.dtype(t)) for t in dtypes],
+    ]
+
+
+SAFE_GLOBALS: list[Any] = _numpy_globals()
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely.
+
+    Args:
+        trust: allow arbitrary pickled objects (only for files you made or trust).
+
+    Raises:
+        CheckpointError: missing file, not a checkpoint, or unsafe content without ``trust``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        if trust:
+            obj = torch.load(path, map_location=map_location, weights_only=False)
+        else:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        hint = "" if trust else " (if you trust this file, pass trust=True / --trust)"
+        raise CheckpointError(f"{path}: cannot load checkpoint: {str(exc).splitlines()[0]}{hint}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+    return obj
+
+
+def detector_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The detector's weights from an mmengine checkpoint (``state_dict`` keys under ``detector.``)
+    or from a bare state dict. With EMA, mmengine stores the averaged weights as ``state_dict``."""
+    state = checkpoint.get("state_dict", checkpoint)
+    prefix = "detector."
+    if any(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_detector(path: str | os.PathLike[str], trust: bool = False) -> nn.Module:
+    """Rebuild a detector from a detkd checkpoint (its stored spec) and load its weights.
+
+    Raises:
+        CheckpointError: no detkd spec in the file, or weights that do not fit the model.
+    """
+    checkpoint = load_checkpoint_file(path, trust=trust)
+    meta = checkpoint.get("meta") or {}
+    spec = meta.get("detkd", {}).get("model") if isinstance(meta, dict) else None
+    if not spec:
+        raise CheckpointError(f"{path}: no detkd model spec in meta; load it with the config it was trained with")
+    model = build_model(spec["name"], **spec["kwargs"])
+    load_weights(model, detector_state_dict(checkpoint), str(path))
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the file and the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
+        raise CheckpointError(f"{source}: weights do not fit {type(model).__name__} ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local backend, but ``put`` writes a temporary file and renames it."""
+
+    def put(self, obj: bytes, filepath: str | Path) -> None:  # type: ignore[override]
+        atomic_write_bytes(filepath, obj)
+
+
+def install_checkpoint_io() -> None:
+    """Make mmengine's checkpoint I/O in this process atomic and safe (idempotent).
+
+    Saves go through :class:`AtomicLocalBackend`. Loads (``--resume``, ``load_from``) stay
+    ``weights_only=True``, with NumPy data (:data:`SAFE_GLOBALS`) allowed, nothing more.
+    """
+    register_backend("local", AtomicLocalBackend, force=True, prefixes="")
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)

@@ -1,0 +1,153 @@
+"""Wire a detkd config into mmengine's ``Runner``: datasets, model, metric, schedule, hooks.
+
+mmengine does the loop, optimizer wrapper (AMP on GPU, gradient clipping), LR schedule,
+checkpoints (latest + best), resume, logging (JSON scalars + TensorBoard) and distributed training.
+detkd supplies the model, datasets, metric and hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from detkd.config import ensure_generated, read_split
+from detkd.data.collate import collate_detection
+from detkd.data.dataset import DetectionDataset
+from detkd.data.records import DatasetIndex
+from detkd.data.transforms import AugmentConfig, build_eval_transform, build_train_transform
+from detkd.data.writers import coco_dict
+from detkd.engine.checkpoint import install_checkpoint_io
+from detkd.engine.coco_metric import CocoDetMetric
+from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, ProgressBarHook
+from detkd.engine.model import DetectorModel
+from detkd.models.detector import DecodeConfig
+from detkd.models.factory import build_model
+
+__all__ = ["build_detector", "build_runner", "dataloader_cfg", "init_cpu_distributed"]
+
+YOLO_FAMILY = {"yolov2", "tiny_yolov2", "fyolo"}
+
+
+def build_detector(model_cfg: dict[str, Any], class_names: list[str], imgsz: int, train_index: DatasetIndex | None) -> nn.Module:
+    """Build the configured detector; ``anchors="kmeans"`` fits YOLO anchors on the training boxes."""
+    kwargs = dict(model_cfg)
+    name = kwargs.pop("name")
+    num_anchors = int(kwargs.pop("num_anchors", 5))
+    if kwargs.get("anchors") == "kmeans":
+        if train_index is None:
+            raise ValueError("anchors='kmeans' needs the training split")
+        from detkd.models.anchors import anchors_from_dataset
+
+        kwargs["anchors"] = anchors_from_dataset(train_index, imgsz, num_anchors, seed=0)
+    return build_model(name, class_names=list(class_names), imgsz=imgsz, **kwargs)
+
+
+def dataloader_cfg(dataset: DetectionDataset, batch_size: int, num_workers: int, shuffle: bool) -> dict[str, Any]:
+    """mmengine dataloader config: its sampler shards the data under DDP, our collate batches it."""
+    return dict(
+        dataset=dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=False,  # workers re-fork each epoch and see the dataset's set_epoch
+        sampler=dict(type="DefaultSampler", shuffle=shuffle),
+        collate_fn=collate_detection,
+    )
+
+
+def _schedulers(cfg: Config, epochs: int) -> list[dict[str, Any]]:
+    """The configured schedulers; an epoch-based one without ``end`` runs to the last epoch
+    (configs leave ``end`` out so that overriding ``train.epochs`` keeps the schedule whole)."""
+    out = []
+    for sched in copy.deepcopy(list(cfg.get("param_scheduler", []))):
+        if sched.get("by_epoch", True) and "end" not in sched:
+            sched["end"] = epochs
+            if "T_max" not in sched and getattr(sched["type"], "__name__", str(sched["type"])).endswith("CosineAnnealingLR"):
+                sched["T_max"] = epochs - sched.get("begin", 0)
+        out.append(sched)
+    return out
+
+
+def _optim_wrapper(cfg: Config) -> dict[str, Any]:
+    optim = copy.deepcopy(dict(cfg.optim_wrapper))
+    if cfg.train.get("amp", True) and torch.cuda.is_available():
+        optim.setdefault("type", "AmpOptimWrapper")  # mixed precision on GPU only
+    return optim
+
+
+def _hooks(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ckpt = cfg.get("checkpoint", {})
+    default_hooks = dict(
+        checkpoint=dict(
+            type="CheckpointHook",
+            interval=ckpt.get("interval", 1),
+            max_keep_ckpts=ckpt.get("max_keep", 2),
+            save_best=ckpt.get("save_best", "coco/AP50"),
+            rule="greater",
+            save_last=True,
+        ),
+        logger=dict(type="LoggerHook", interval=cfg.train.get("log_interval", 10)),
+    )
+    custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook), dict(type=ProgressBarHook)]
+    if cfg.train.get("ema", False):
+        custom_hooks.append(dict(type="EMAHook", momentum=cfg.train.get("ema_momentum", 0.0002), priority=49))
+    return default_hooks, custom_hooks
+
+
+def init_cpu_distributed() -> None:
+    """Start a gloo process group from torchrun's environment when there is no GPU.
+
+    mmengine's own initialisation selects a CUDA device per process, which fails on CPU-only
+    machines; once a group exists, mmengine uses it as is.
+    """
+    if not torch.distributed.is_initialized() and not torch.cuda.is_available():
+        torch.distributed.init_process_group(backend="gloo")
+
+
+def build_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none") -> Runner:
+    """A ready-to-train mmengine Runner for a detkd training config."""
+    install_checkpoint_io()
+    if launcher == "pytorch":
+        init_cpu_distributed()
+    data, train = dict(cfg.data), cfg.train
+    ensure_generated(data)
+    imgsz = int(cfg.imgsz)
+    train_index, val_index = read_split(data, "train"), read_split(data, "val")
+    aug = AugmentConfig(**train.get("augment", {}))
+    seed = int(train.get("seed", 0))
+    train_set = DetectionDataset(train_index, build_train_transform(imgsz, aug, seed=seed), seed=seed)
+    val_set = DetectionDataset(val_index, build_eval_transform(imgsz))
+    detector = build_detector(dict(cfg.model), train_index.class_names, imgsz, train_index)
+    epochs = int(train.epochs)
+    default_hooks, custom_hooks = _hooks(cfg)
+    workers = int(train.get("num_workers", min(2, os.cpu_count() or 1)))
+    assert val_index.category_ids is not None
+    cfg = copy.deepcopy(cfg)
+    if not torch.cuda.is_available():  # CPU DDP: no device ids (mmengine would pass the local rank)
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+    return Runner(
+        model=DetectorModel(detector, DecodeConfig(**cfg.get("decode", {}))),
+        work_dir=str(work_dir),
+        train_dataloader=dataloader_cfg(train_set, int(train.batch_size), workers, shuffle=True),
+        val_dataloader=dataloader_cfg(val_set, int(train.get("val_batch_size", train.batch_size)), workers, shuffle=False),
+        val_evaluator=[CocoDetMetric(coco_dict(val_index, val_index.image_root), val_index.category_ids, out_dir=str(work_dir))],
+        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=int(train.get("val_interval", 1))),
+        val_cfg=dict(),
+        optim_wrapper=_optim_wrapper(cfg),
+        param_scheduler=_schedulers(cfg, epochs),
+        default_hooks=default_hooks,
+        custom_hooks=custom_hooks,
+        visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]),
+        launcher=launcher,
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl" if torch.cuda.is_available() else "gloo")),
+        randomness=dict(seed=seed),
+        resume=resume,
+        cfg=cfg,
+        log_processor=dict(by_epoch=True),
+    )

@@ -1,0 +1,144 @@
+"""ONNX export of a detector's raw outputs, verified against PyTorch with onnxruntime.
+
+The exported graph is ``forward`` (input ``images`` Float[B, 3, imgsz, imgsz] in [0, 1], dynamic
+batch); decoding and NMS stay in Python (the same ``decode`` serves both backends), which keeps
+the graph portable and lets benchmarks time the network and the post-processing separately.
+Export succeeds only when onnxruntime reproduces PyTorch's raw outputs and detections.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+from detkd.models.detector import DecodeConfig
+
+__all__ = ["ExportError", "ParityReport", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "unflatten_outputs"]
+
+
+class ExportError(RuntimeError):
+    """Export failed, or the exported model does not reproduce PyTorch."""
+
+
+def flatten_outputs(outputs: Any) -> tuple[list[torch.Tensor], list[str]]:
+    """Raw outputs (tensor, tuple/list or dict of tensors) → tensors and their names."""
+    if torch.is_tensor(outputs):
+        return [outputs], ["output"]
+    if isinstance(outputs, dict):
+        return list(outputs.values()), list(outputs.keys())
+    return list(outputs), [f"output{i}" for i in range(len(outputs))]
+
+
+def unflatten_outputs(tensors: list[torch.Tensor], names: list[str]) -> Any:
+    """Inverse of :func:`flatten_outputs` (the structure ``decode`` expects)."""
+    if names == ["output"]:
+        return tensors[0]
+    if all(n.startswith("output") for n in names):
+        return tuple(tensors)
+    return dict(zip(names, tensors, strict=True))
+
+
+class _Flat(nn.Module):
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(flatten_outputs(self.detector(images))[0])
+
+
+def ort_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU onnxruntime session; ``threads`` sets intra-op threads (None: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: ort.InferenceSession, images: torch.Tensor, names: list[str]) -> Any:
+    """Raw outputs of an exported detector, in PyTorch's structure."""
+    outs = session.run(None, {"images": images.detach().cpu().numpy().astype(np.float32)})
+    return unflatten_outputs([torch.from_numpy(o) for o in outs], names)
+
+
+@dataclass
+class ParityReport:
+    max_abs_diff: float  # over all raw output values
+    num_dets_torch: int
+    num_dets_onnx: int
+    max_box_diff: float  # pixels, over matched detections
+    labels_equal: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.num_dets_torch == self.num_dets_onnx and self.labels_equal and self.max_box_diff <= 0.5
+
+    def __str__(self) -> str:
+        return (f"raw max |diff| {self.max_abs_diff:.2e}; detections {self.num_dets_torch} (torch) vs "
+                f"{self.num_dets_onnx} (onnx); box max |diff| {self.max_box_diff:.3f} px; labels equal: {self.labels_equal}")
+
+
+def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Tensor, names: list[str]) -> ParityReport:
+    with torch.no_grad():
+        ours = detector(images)
+    theirs = run_onnx(session, images, names)
+    diffs = [float((a - b).abs().max()) for a, b in zip(flatten_outputs(ours)[0], flatten_outputs(theirs)[0], strict=True)]
+    cfg = DecodeConfig(score_thr=0.05)  # compare what a user would see, not the long tail
+    dets_a, dets_b = detector.decode(ours, cfg), detector.decode(theirs, cfg)
+    count_a, count_b = sum(len(d["scores"]) for d in dets_a), sum(len(d["scores"]) for d in dets_b)
+    box_diff, labels_equal = 0.0, count_a == count_b
+    if labels_equal:
+        for a, b in zip(dets_a, dets_b, strict=True):
+            if len(a["boxes"]):
+                box_diff = max(box_diff, float((a["boxes"] - b["boxes"]).abs().max()))
+                labels_equal &= bool(torch.equal(a["labels"], b["labels"]))
+    return ParityReport(max(diffs), count_a, count_b, box_diff, labels_equal)
+
+
+def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | None = None, opset: int = 17,
+                check_images: torch.Tensor | None = None) -> ParityReport:
+    """Export ``detector`` to ``out`` (written atomically) and verify it with onnxruntime.
+
+    Args:
+        imgsz: input size (default ``detector.imgsz``).
+        check_images: Float[B, 3, imgsz, imgsz] in [0, 1] used for the parity check (default:
+            two seeded random images; pass real ones for a meaningful detection comparison).
+
+    Raises:
+        ExportError: the graph does not export, fails ``onnx.checker``, or does not reproduce PyTorch.
+    """
+    detector = detector.eval()
+    imgsz = int(imgsz or detector.imgsz)
+    if check_images is None:
+        check_images = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        names = flatten_outputs(detector(check_images[:1]))[1]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            _Flat(detector), (check_images[:1],), tmp, input_names=["images"], output_names=names, opset_version=opset,
+            dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}, dynamo=False,
+        )
+        onnx.checker.check_model(onnx.load(tmp))
+        report = _parity(detector, ort_session(tmp), check_images, names)
+        if not report.ok:
+            raise ExportError(f"onnxruntime does not reproduce PyTorch: {report}")
+        os.replace(tmp, out)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise exc if isinstance(exc, ExportError) else ExportError(f"export to {out} failed: {exc}") from exc
+    return report
