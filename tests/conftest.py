@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# Keep the suite out of the user's cache (ultralytics writes its settings there): set before
+# detkd is imported, since importing it fixes YOLO_CONFIG_DIR.
+os.environ.setdefault("DETKD_CACHE", tempfile.mkdtemp(prefix="detkd-test-cache-"))
 
 import numpy as np
 import pytest

@@ -17,6 +17,7 @@ Self-description: training stores the model's builder name and arguments (see
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,16 @@ def _numpy_globals() -> list[Any]:
 SAFE_GLOBALS: list[Any] = _numpy_globals()
 
 
+def _reason(exc: Exception, trust: bool) -> str:
+    """The informative line of torch's (long) unpickling error."""
+    text = str(exc)
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"(Can only build [^\n]*)", text)
+    if match and not trust:
+        what = f"it contains {match.group(1)}" if match.group(0).startswith("Unsupported") else match.group(1)
+        return f"refused by the safe loader ({what}); if you trust this file, pass trust=True / --trust"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely.
 
@@ -76,8 +87,7 @@ def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False, map_
             with torch.serialization.safe_globals(SAFE_GLOBALS):
                 obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        hint = "" if trust else " (if you trust this file, pass trust=True / --trust)"
-        raise CheckpointError(f"{path}: cannot load checkpoint: {str(exc).splitlines()[0]}{hint}") from exc
+        raise CheckpointError(f"{path}: cannot load checkpoint: {_reason(exc, trust)}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     return obj

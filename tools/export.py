@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Export a trained detector to ONNX (dynamic batch) and verify it with onnxruntime.
+
+    python tools/export.py CFG CKPT --out model.onnx [--imgsz N] [--split val]
+
+The graph maps ``images`` Float[B, 3, N, N] in [0, 1] (RGB, letterboxed) to the model's raw head
+outputs; decoding + NMS run in Python, exactly as for PyTorch. Before reporting success the file
+is run by onnxruntime on real images from the config's split and must give the same raw outputs
+and detections as PyTorch; otherwise nothing is written and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import detkd  # noqa: F401  # first: sets the offline environment before other third-party imports
+
+import argparse
+import sys
+from pathlib import Path
+
+from detkd.config import DictAction
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tools/export.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="training config (data for the parity check)")
+    parser.add_argument("checkpoint", type=Path, help="detkd checkpoint (.pth)")
+    parser.add_argument("--out", type=Path, required=True, help="output .onnx file (written atomically)")
+    parser.add_argument("--imgsz", type=int, help="input size (default: the model's)")
+    parser.add_argument("--split", default="val", help="split whose images drive the parity check (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from detkd.config import load_config, read_split
+    from detkd.engine.checkpoint import load_detector
+    from detkd.export.onnx import ExportError, export_onnx, sample_images
+
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        detector = load_detector(args.checkpoint, trust=args.trust)
+        imgsz = args.imgsz or int(detector.imgsz)
+        images = sample_images(read_split(dict(cfg.data), args.split), imgsz, count=4)
+        report = export_onnx(detector, args.out, imgsz, args.opset, check_images=images)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB, input 1x3x{imgsz}x{imgsz}, dynamic batch)")
+    print(f"onnxruntime parity on 4 images: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
