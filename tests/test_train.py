@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -45,9 +46,16 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(path)["state_dict"]
 
 
-def test_train_writes_checkpoints_logs_and_resumes_exactly(tiny_data, tmp_path):
-    full = tmp_path / "full"
-    _train(full, tiny_data)
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    """One 2-epoch training run shared by the tests below (its work dir)."""
+    work = tmp_path_factory.mktemp("full")
+    _train(work, tiny_data)
+    return work
+
+
+def test_train_writes_checkpoints_logs_and_resumes_exactly(trained, tiny_data, tmp_path):
+    full = trained
     for name in ("epoch_1.pth", "epoch_2.pth", "last_checkpoint", "metrics.json", "dets.json"):
         assert (full / name).exists(), name
     assert list(full.glob("best_coco_AP50_epoch_*.pth"))
@@ -82,3 +90,40 @@ def test_ddp_two_gloo_processes(tiny_data, tmp_path):
 def test_bad_config_path_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), str(tmp_path / "nope.py")], capture_output=True, text=True)
     assert proc.returncode == 2 and "nope.py: config file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_eval_export_and_benchmark_tools_on_a_trained_checkpoint(trained, tiny_data, tmp_path):
+    ckpt = trained / "epoch_2.pth"
+    opts = ["--cfg-options", f"data.root={tiny_data}", "data.generate=None"]
+    proc = _tool("eval.py", CONFIG, ckpt, "--out", tmp_path / "m.json", "--dets", tmp_path / "d.json", *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["num_images"] == 6
+    assert isinstance(json.loads((tmp_path / "d.json").read_text()), list)
+
+    proc = _tool("export.py", CONFIG, ckpt, "--out", tmp_path / "model.onnx", *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime parity on 4 images" in proc.stdout and (tmp_path / "model.onnx").is_file()
+
+    proc = _tool("benchmark.py", CONFIG, f"student={ckpt}", "--out-dir", tmp_path / "bench", "--iters", "2", "--threads", "1", *opts)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    row = report["rows"][0]
+    assert report["machine"]["threads"] == 1 and row["name"] == "student"
+    for key in ("params", "flops", "mAP50", "AP", "onnx_latency_ms", "torch_latency_ms", "decode_ms"):
+        assert key in row
+    assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 0
+
+
+def test_tools_refuse_unsafe_or_missing_checkpoints(tiny_data, tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"meta": {}, "state_dict": {}, "payload": argparse.Namespace(code="not data")}, evil)  # a pickled object
+    opts = ["--cfg-options", f"data.root={tiny_data}", "data.generate=None"]
+    proc = _tool("eval.py", CONFIG, evil, *opts)
+    assert proc.returncode == 2 and "refused by the safe loader" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _tool("export.py", CONFIG, tmp_path / "missing.pth", "--out", tmp_path / "x.onnx", *opts)
+    assert proc.returncode == 2 and "missing.pth: checkpoint file not found" in proc.stderr
+    assert not (tmp_path / "x.onnx").exists()

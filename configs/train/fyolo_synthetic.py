@@ -1,4 +1,4 @@
-# F-YOLO student (deep-narrow Tiny-YOLO with feature-map stacking) on the built-in dataset, CPU scale.
+# F-YOLO student (deep-narrow Tiny-YOLO with feature-map stacking), CPU scale (width 0.5), on the built-in dataset.
 from mmengine.config import read_base
 
 with read_base():
@@ -6,4 +6,3 @@ with read_base():
     from .._base_.schedules.adamw_cosine import *  # noqa: F401,F403
 
 model = dict(name="fyolo", width=0.5, anchors="kmeans", num_anchors=5)
-train.update(epochs=30, batch_size=16)  # noqa: F405

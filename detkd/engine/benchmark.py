@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "machine_info", "time_fn"]
+__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "machine_info", "time_fn"]
 
 
 @dataclass
@@ -110,4 +110,28 @@ def benchmark_detector(
         onnx_t = time_fn(lambda: session.run(None, feed), warmup, iters)
         row.update(onnx_latency_ms=onnx_t.median_ms, onnx_latency=asdict(onnx_t), onnx_fps=1000.0 / onnx_t.median_ms,
                    onnx_size_mb=Path(onnx_path).stat().st_size / 2**20, onnx_outputs=flatten_outputs(outputs)[1])
+    return row
+
+
+def evaluate_and_time(
+    name: str, detector: nn.Module, index: Any, out_dir: str | Path, threads: int, dataset: str,
+    iters: int = 30, batch_size: int = 8,
+) -> dict[str, Any]:
+    """One results row: accuracy on ``index`` plus size, FLOPs and latency of ``detector``.
+
+    Exports ``out_dir/<name>.onnx`` (verified against PyTorch on real images) and times both
+    backends at batch 1 on a real image of the split.
+    """
+    from detkd.engine.evaluate import evaluate_model
+    from detkd.export.onnx import export_onnx, sample_images
+
+    out_dir = Path(out_dir)
+    imgsz = int(detector.imgsz)
+    metrics, _ = evaluate_model(detector, index, batch_size=batch_size, progress=False)
+    images = sample_images(index, imgsz, count=4)
+    onnx_path = out_dir / f"{name}.onnx"
+    export_onnx(detector, onnx_path, imgsz, check_images=images)
+    row = {"name": name, "dataset": dataset, "mAP50": metrics["AP50"], "AP": metrics["AP"],
+           "voc_AP50": metrics["voc_AP50"], "voc07_AP50": metrics["voc07_AP50"]}
+    row.update(benchmark_detector(detector, imgsz, threads, onnx_path, image=images[:1], iters=iters))
     return row

@@ -90,7 +90,7 @@ class ProgressBarHook(Hook):
         if self._bar is not None:
             self._bar.update(1)
             if outputs and "loss" in outputs:
-                self._bar.set_postfix(loss=f"{float(outputs['loss']):.3f}")
+                self._bar.set_postfix(loss=f"{float(outputs['loss'].detach()):.3f}")
 
     def after_train_epoch(self, runner: Any) -> None:
         if self._bar is not None:

@@ -76,6 +76,7 @@ def run_onnx(session: ort.InferenceSession, images: torch.Tensor, names: list[st
 @dataclass
 class ParityReport:
     max_abs_diff: float  # over all raw output values
+    max_abs_value: float  # the largest raw output magnitude, for scale
     num_dets_torch: int
     num_dets_onnx: int
     max_box_diff: float  # pixels, over matched detections
@@ -86,7 +87,7 @@ class ParityReport:
         return self.num_dets_torch == self.num_dets_onnx and self.labels_equal and self.max_box_diff <= 0.5
 
     def __str__(self) -> str:
-        return (f"raw max |diff| {self.max_abs_diff:.2e}; detections {self.num_dets_torch} (torch) vs "
+        return (f"raw max |diff| {self.max_abs_diff:.2e} (outputs up to {self.max_abs_value:.3g}); detections {self.num_dets_torch} (torch) vs "
                 f"{self.num_dets_onnx} (onnx); box max |diff| {self.max_box_diff:.3f} px; labels equal: {self.labels_equal}")
 
 
@@ -95,6 +96,7 @@ def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Te
         ours = detector(images)
     theirs = run_onnx(session, images, names)
     diffs = [float((a - b).abs().max()) for a, b in zip(flatten_outputs(ours)[0], flatten_outputs(theirs)[0], strict=True)]
+    scale = max(float(t.abs().max()) for t in flatten_outputs(ours)[0])
     cfg = DecodeConfig(score_thr=0.01)  # what a user would see, not the 0.001 long tail
     dets_a, dets_b = detector.decode(ours, cfg), detector.decode(theirs, cfg)
     count_a, count_b = sum(len(d["scores"]) for d in dets_a), sum(len(d["scores"]) for d in dets_b)
@@ -104,7 +106,7 @@ def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Te
             if len(a["boxes"]):
                 box_diff = max(box_diff, float((a["boxes"] - b["boxes"]).abs().max()))
                 labels_equal &= bool(torch.equal(a["labels"], b["labels"]))
-    return ParityReport(max(diffs), count_a, count_b, box_diff, labels_equal)
+    return ParityReport(max(diffs), scale, count_a, count_b, box_diff, labels_equal)
 
 
 def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | None = None, opset: int = 17,

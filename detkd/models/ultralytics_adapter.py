@@ -32,7 +32,7 @@ from detkd.models.detector import DecodeConfig, Detections
 from detkd.models.factory import register_model
 from detkd.models.ssd import select_detections
 
-__all__ = ["UltralyticsDetector", "build_ultralytics", "load_ultralytics"]
+__all__ = ["UltralyticsDetector", "build_ultralytics", "load_ultralytics", "train_ultralytics"]
 
 Branch = Literal["auto", "one2many", "one2one"]
 
@@ -218,3 +218,39 @@ def build_ultralytics(
 ) -> UltralyticsDetector:
     """Registry entry: ``build_model("ultralytics", model="yolov8n.yaml", class_names=[...], imgsz=640)``."""
     return load_ultralytics(model, class_names, imgsz, trust, branch)
+
+
+def _finished_epochs(run_dir: Path) -> int:
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        return 0
+    return max(0, len(results.read_text().strip().splitlines()) - 1)
+
+
+def train_ultralytics(
+    model: str, data_yaml: str | Path, epochs: int, imgsz: int, batch: int, project: str | Path, name: str,
+    workers: int = 2, seed: int = 0, device: str = "cpu", **overrides: Any,
+) -> Path:
+    """Train an ultralytics model with ultralytics' own trainer (the peer baseline); returns ``best.pt``.
+
+    Offline-safe: no pretrained download (``pretrained=False``), no plots (they fetch a font), no
+    AMP check (it downloads a model). Resumes an interrupted run from its ``last.pt``; a finished
+    run is not trained again.
+    """
+    _ultralytics_ready()
+    from ultralytics import YOLO
+
+    run_dir = Path(project) / name
+    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    done = _finished_epochs(run_dir)
+    if best.is_file() and done >= epochs:
+        return best
+    if last.is_file() and done > 0:
+        YOLO(str(last)).train(resume=True)
+        return best
+    YOLO(model).train(
+        data=str(Path(data_yaml).resolve()), epochs=epochs, imgsz=imgsz, batch=batch, workers=workers, device=device,
+        project=str(Path(project).resolve()), name=name, exist_ok=True, seed=seed, deterministic=True,
+        pretrained=False, plots=False, amp=False, verbose=False, **overrides,
+    )
+    return best

@@ -1,0 +1,54 @@
+"""ONNX export of every detector family reproduces PyTorch's raw outputs and detections."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detkd.export.onnx import ExportError, export_onnx
+from detkd.models.factory import build_model
+
+CLASSES = ["a", "b", "c"]
+MODELS = [
+    ("yolov2", dict(width=0.125), 64),
+    ("tiny_yolov2", dict(width=0.125), 64),
+    ("fyolo", dict(width=0.125), 64),
+    ("ssd_cpu", dict(width=0.125), 96),
+    ("ultralytics", dict(model="yolov8n.yaml"), 64),
+]
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    """Random weights and BN statistics, so the comparison covers many confident detections."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                noise = torch.randn(tensor.shape, generator=gen) * 0.3
+                tensor.copy_(noise.abs() + 0.5 if "running_var" in name else noise)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "imgsz"), MODELS, ids=[m[0] for m in MODELS])
+def test_export_matches_pytorch(name, kwargs, imgsz, tmp_path):
+    model = build_model(name, class_names=CLASSES, imgsz=imgsz, **kwargs)
+    _randomise(model)
+    images = torch.rand(3, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(1))
+    report = export_onnx(model, tmp_path / f"{name}.onnx", check_images=images)
+    assert report.ok and report.num_dets_torch > 0, str(report)
+    assert report.max_abs_diff < 1e-5 * max(1.0, report.max_abs_value)  # float32 round-off only
+    assert not model.training or name == "ultralytics"  # export leaves the model in eval mode
+
+
+def test_failed_export_writes_nothing(tmp_path):
+    class Broken(torch.nn.Module):
+        imgsz = 32
+
+        def forward(self, x):
+            return torch.nonzero(x > 2.0)  # data-dependent output: exported, but decode cannot work
+
+        def decode(self, outputs, cfg=None):
+            raise ValueError("cannot decode")
+
+    with pytest.raises(ExportError):
+        export_onnx(Broken(), tmp_path / "broken.onnx")
+    assert list(tmp_path.iterdir()) == []
