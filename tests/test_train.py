@@ -79,11 +79,14 @@ def test_train_writes_checkpoints_logs_and_resumes_exactly(trained, tiny_data, t
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed training diverged from the uninterrupted run"
 
 
-def test_ddp_two_gloo_processes(tiny_data, tmp_path):
+def test_ddp_two_gloo_processes_with_ema(tiny_data, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
-    _train(tmp_path / "ddp", tiny_data, "--launcher", "pytorch", launcher=launcher)
+    # extra cfg-options first: they continue the --cfg-options list of _options()
+    _train(tmp_path / "ddp", tiny_data, "train.ema=True", "--launcher", "pytorch", launcher=launcher)
     checkpoint = load_checkpoint_file(tmp_path / "ddp" / "epoch_2.pth")
     assert checkpoint["meta"]["detkd"]["model"]["name"] == "fyolo"
+    assert "ema_state_dict" in checkpoint  # EMA weights are what state_dict holds; the raw ones are kept too
+    assert load_detector(tmp_path / "ddp" / "epoch_2.pth").imgsz == 64
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["num_images"] == 6
 
 

@@ -1,16 +1,11 @@
-# SGD with linear warm-up then cosine decay to the last epoch (the end is filled in from
-# train.epochs at build time, so overriding the epochs keeps the schedule whole).
-from mmengine.optim import CosineAnnealingLR, LinearLR
+# SGD (Nesterov) for long runs from a good start; warm-up + cosine come from default_runtime.
+from mmengine.config import read_base
 from torch.optim import SGD
+
+with read_base():
+    from ..default_runtime import *  # noqa: F401,F403
 
 optim_wrapper = dict(
     optimizer=dict(type=SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True),
     clip_grad=dict(max_norm=10.0),
 )
-param_scheduler = [
-    dict(type=LinearLR, start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type=CosineAnnealingLR, by_epoch=True, begin=0, eta_min=1e-4),
-]
-train = dict(epochs=30, batch_size=16, num_workers=2, seed=0, val_interval=1, ema=False, amp=True, augment=dict())
-decode = dict(score_thr=0.001, nms_iou=0.5, max_det=100)
-checkpoint = dict(interval=1, max_keep=2, save_best="coco/AP50")
