@@ -16,7 +16,6 @@ from detkd.models.ssd import (
     load_torchvision_ssd,
     ssd300_vgg16,
     ssd_cpu,
-    ssdlite320_mobilenet_v3_large,
     torchvision_coco_class_names,
 )
 from detkd.models.ssd_vgg import ssd_anchor_generator, ssd_feature_sizes

@@ -23,7 +23,7 @@ from detkd.config import ensure_generated, load_config, read_split
 from detkd.data.check import check_dataset
 from detkd.data.synthetic import perturb_detections
 from detkd.data.writers import coco_dict, write_coco
-from detkd.engine.metrics import evaluate_detections, format_metrics_table
+from detkd.engine.metrics import evaluate_detections
 from detkd.fileio import atomic_write_json
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "fyolo_synthetic.py"

@@ -5,6 +5,5 @@ data = dict(
     splits=dict(train="train", val="val", test="test"),
     classes=None,
     generate=dict(seed=0, size=320, train=600, val=150, test=150, unlabeled=300),
-    unlabeled="data/synthetic/unlabeled",
 )
 imgsz = 256
