@@ -1,0 +1,42 @@
+"""Benchmark results files: resumable rows, one format, tables and plots generated from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps
+
+
+def _row(name: str, map50: float, latency: float) -> dict:
+    return {"name": name, "dataset": "bccd", "imgsz": 320, "params": 1_500_000, "flops": 2_000_000_000,
+            "mAP50": map50, "AP": map50 / 2, "onnx_latency_ms": latency}
+
+
+def test_rows_survive_a_restart_and_replace_by_key(tmp_path):
+    path = tmp_path / "results" / "bench.json"
+    first = ResultsFile(path, {"cpu": "x", "threads": 2}, "python bench.py")
+    first.add(_row("teacher", 0.8, 40.0))
+    again = ResultsFile(path, {"cpu": "x", "threads": 2}, "python bench.py")  # an interrupted run restarts
+    assert again.has(name="teacher", dataset="bccd") and not again.has(name="student")
+    again.add(_row("student", 0.7, 8.0))
+    again.add(_row("teacher", 0.81, 41.0))  # same key: replaced, not duplicated
+    data = json.loads(path.read_text())
+    assert set(data) == {"machine", "command", "rows"} and data["machine"]["threads"] == 2
+    assert [(r["name"], r["mAP50"]) for r in data["rows"]] == [("student", 0.7), ("teacher", 0.81)]
+
+
+def test_rows_need_the_common_columns(tmp_path):
+    results = ResultsFile(tmp_path / "r.json", {}, "cmd")
+    with pytest.raises(ValueError, match="lacks"):
+        results.add({"name": "x", "dataset": "d"})
+
+
+def test_markdown_and_plot(tmp_path):
+    rows = [_row("teacher", 0.8, 40.0), _row("student", 0.75, 8.0)]
+    table = markdown_table(rows, ["name", "params", "flops", "mAP50", "onnx_latency_ms", "missing"])
+    assert table.splitlines()[0] == "| name | params | flops | mAP50 | onnx_latency_ms | missing |"
+    assert "| teacher | 1.50M | 2.00G | 0.800 | 40.0 | - |" in table
+    out = plot_map_vs_fps(rows, tmp_path / "plot.png", "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
