@@ -90,9 +90,11 @@ def test_ddp_two_gloo_processes_with_ema(tiny_data, tmp_path):
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["num_images"] == 6
 
 
-def test_bad_config_path_is_a_clear_error(tmp_path):
+def test_bad_config_or_data_path_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), str(tmp_path / "nope.py")], capture_output=True, text=True)
     assert proc.returncode == 2 and "nope.py: config file not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _tool("train.py", CONFIG, "--work-dir", tmp_path / "w", "--cfg-options", f"data.root={tmp_path / 'no_data'}", "data.generate=None")
+    assert proc.returncode == 2 and "no_data: not a VOC dataset" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:

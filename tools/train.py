@@ -41,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, SyntaxError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from detkd.data.records import DatasetError
     from detkd.engine.runner import build_runner  # heavy imports after the argument check
 
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
-    runner = build_runner(cfg, work_dir, resume=args.resume, launcher=args.launcher)
+    try:
+        runner = build_runner(cfg, work_dir, resume=args.resume, launcher=args.launcher)
+    except (DatasetError, FileNotFoundError) as exc:  # bad data or paths: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runner.train()
     return 0
 
