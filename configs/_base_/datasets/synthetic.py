@@ -1,4 +1,4 @@
-# The built-in synthetic dataset; generated into data.root on first use (about 15 s).
+# The built-in synthetic dataset; generated into data.root on first use (well under a minute).
 data = dict(
     format="voc",
     root="data/synthetic",
