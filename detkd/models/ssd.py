@@ -31,16 +31,16 @@ import torch.nn.functional as F
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from detkd.models.detector import DecodeConfig, Detections
 from detkd.models.factory import register_model
 from detkd.models.ssd_vgg import SSDVGGBackbone, ssd_anchor_generator
+from detkd.ops.nms import select_detections
 
 __all__ = [
     "SSDDetector",
     "load_torchvision_ssd",
-    "select_detections",
     "ssd300_vgg16",
     "ssd_cpu",
     "ssdlite320_mobilenet_v3_large",
@@ -50,30 +50,6 @@ __all__ = [
 SSDOutputs = dict[str, torch.Tensor]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def select_detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: DecodeConfig) -> dict[str, torch.Tensor]:
-    """Per-class NMS over candidates of one image.
-
-    Args:
-        boxes: Float[N, 4] xyxy candidate boxes (one per anchor, shared by all classes).
-        scores: Float[N, K] per-class scores (background already removed).
-        cfg: thresholds; ``pre_nms_topk`` caps the (anchor, class) pairs given to NMS.
-
-    Returns:
-        ``boxes`` Float[M, 4], ``scores`` Float[M], ``labels`` Int64[M] in ``0..K-1``, best first.
-    """
-    num_classes = scores.shape[1]
-    flat = scores.flatten()
-    idx = torch.nonzero(flat > cfg.score_thr).squeeze(1)
-    kept = flat[idx]
-    if kept.numel() > cfg.pre_nms_topk:
-        kept, order = kept.topk(cfg.pre_nms_topk)
-        idx = idx[order]
-    labels = idx % num_classes
-    cand = boxes[idx // num_classes]
-    keep = batched_nms(cand, kept, labels, cfg.nms_iou)[: cfg.max_det]
-    return {"boxes": cand[keep], "scores": kept[keep], "labels": labels[keep]}
 
 
 class SSDDetector(nn.Module):

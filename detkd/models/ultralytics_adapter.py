@@ -30,7 +30,7 @@ from torchvision.ops import box_convert, clip_boxes_to_image
 
 from detkd.models.detector import DecodeConfig, Detections
 from detkd.models.factory import register_model
-from detkd.models.ssd import select_detections
+from detkd.ops.nms import select_detections
 
 __all__ = ["UltralyticsDetector", "build_ultralytics", "load_ultralytics", "train_ultralytics"]
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torchvision.ops import batched_nms
 
 from detkd.losses.yolo import YoloLossWeights, yolo_loss
 from detkd.models.backbones import DarknetBackbone, darknet19, scale_channels, tiny_darknet
@@ -39,6 +38,7 @@ from detkd.models.box_coder import decode_grid
 from detkd.models.detector import DecodeConfig, Detections
 from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
+from detkd.ops.nms import select_detections
 
 __all__ = ["VOC_ANCHORS_GRID", "YoloDetector", "default_anchors", "fyolo", "tiny_yolov2", "yolo_decode", "yolov2"]
 
@@ -82,12 +82,7 @@ def yolo_decode(outputs: torch.Tensor, anchors: torch.Tensor, stride: int, cfg: 
     scores = scores.reshape(bsz, -1)  # [B, N*K], candidate i = box i // K, class i % K
     results: Detections = []
     for b in range(bsz):
-        cand = torch.nonzero(scores[b] > cfg.score_thr).flatten()
-        top = scores[b, cand].topk(min(cfg.pre_nms_topk, cand.numel()))
-        cand, cand_scores = cand[top.indices], top.values
-        cand_boxes, labels = boxes[b, cand // num_classes], cand % num_classes
-        keep = batched_nms(cand_boxes, cand_scores, labels, cfg.nms_iou)[: cfg.max_det]
-        results.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": labels[keep]})
+        results.append(select_detections(boxes[b], scores[b].reshape(-1, num_classes), cfg))
     return results
 
 
