@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from torch.utils.data import Dataset
 
 from detkd.config import ensure_generated, read_split
 from detkd.data.collate import collate_detection
@@ -110,8 +113,28 @@ def init_cpu_distributed() -> None:
         torch.distributed.init_process_group(backend="gloo")
 
 
-def build_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none") -> Runner:
-    """A ready-to-train mmengine Runner for a detkd training config."""
+ModelFactory = Callable[[nn.Module], BaseModel]
+TrainSetFactory = Callable[[DetectionDataset], Dataset[Any]]
+
+
+def build_runner(
+    cfg: Config,
+    work_dir: str | Path,
+    resume: bool = False,
+    launcher: str = "none",
+    make_model: ModelFactory | None = None,
+    make_train_set: TrainSetFactory | None = None,
+    load_from: str | None = None,
+) -> Runner:
+    """A ready-to-train mmengine Runner for a detkd training config.
+
+    Args:
+        cfg, work_dir, resume, launcher: as ``tools/train.py`` gives them.
+        make_model: wraps the built detector into the mmengine model (default
+            :class:`~detkd.engine.model.DetectorModel`); distillation passes its distiller here.
+        make_train_set: wraps the training dataset (distillation mixes unlabeled images in).
+        load_from: a checkpoint whose weights start the run (not its optimizer or epoch).
+    """
     install_checkpoint_io()
     if launcher == "pytorch":
         init_cpu_distributed()
@@ -121,7 +144,9 @@ def build_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launch
     train_index, val_index = read_split(data, "train"), read_split(data, "val")
     aug = AugmentConfig(**train.get("augment", {}))
     seed = int(train.get("seed", 0))
-    train_set = DetectionDataset(train_index, build_train_transform(imgsz, aug, seed=seed), seed=seed)
+    train_set: Dataset[Any] = DetectionDataset(train_index, build_train_transform(imgsz, aug, seed=seed), seed=seed)
+    if make_train_set is not None:
+        train_set = make_train_set(train_set)  # type: ignore[arg-type]
     val_set = DetectionDataset(val_index, build_eval_transform(imgsz))
     detector = build_detector(dict(cfg.model), train_index.class_names, imgsz, train_index)
     epochs = int(train.epochs)
@@ -130,9 +155,12 @@ def build_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launch
     assert val_index.category_ids is not None
     cfg = copy.deepcopy(cfg)
     if not torch.cuda.is_available():  # CPU DDP: no device ids (mmengine would pass the local rank)
-        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                     find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
+    model = make_model(detector) if make_model is not None else DetectorModel(detector, DecodeConfig(**cfg.get("decode", {})))
     return Runner(
-        model=DetectorModel(detector, DecodeConfig(**cfg.get("decode", {}))),
+        model=model,
+        load_from=load_from,
         work_dir=str(work_dir),
         train_dataloader=dataloader_cfg(train_set, int(train.batch_size), workers, shuffle=True),
         val_dataloader=dataloader_cfg(val_set, int(train.get("val_batch_size", train.batch_size)), workers, shuffle=False),

@@ -48,11 +48,22 @@ class TeacherMap:
         cls: Float[B, A, S_h, S_w, K] class probabilities (conditional on an object).
         box: Float[B, A, S_h, S_w, 4] encoded ``(sigmoid(tx), sigmoid(ty), tw, th)`` targets,
             as in :mod:`detkd.models.box_coder`.
+        valid: optional Bool[B, A, S_h, S_w]; False where the teacher put no candidate (a teacher of
+            another head projected onto the grid leaves slots empty). Empty slots keep their
+            objectness target (0: "no object here") but their class and box weights are 0.
+        cls_logits: optional Float[B, A, S_h, S_w, K] the teacher's class logits, for terms on
+            logits (Hinton KD, logit L2); a projected teacher gives ``log(cls)``.
     """
 
     obj: torch.Tensor
     cls: torch.Tensor
     box: torch.Tensor
+    valid: torch.Tensor | None = None
+    cls_logits: torch.Tensor | None = None
+
+    def weight(self) -> torch.Tensor:
+        """Float[B, A, S_h, S_w]: 1 where the slot holds a candidate, else 0."""
+        return torch.ones_like(self.obj) if self.valid is None else self.valid.to(self.obj.dtype)
 
 
 @dataclass
@@ -76,9 +87,9 @@ class TeacherTargets:
 
     @classmethod
     def from_map(cls, teacher: TeacherMap) -> TeacherTargets:
-        """Targets without FM-NMS: the teacher's tensors as they are, every weight 1."""
-        ones = torch.ones_like(teacher.obj)
-        return cls(teacher.obj, teacher.cls, teacher.box, ones, ones.clone())
+        """Targets without FM-NMS: the teacher's tensors as they are, weight 1 on every filled slot."""
+        weight = teacher.weight()
+        return cls(teacher.obj, teacher.cls, teacher.box, weight, weight.clone())
 
 
 def _rank_keys(obj: torch.Tensor) -> torch.Tensor:
@@ -191,6 +202,11 @@ def apply_fm_nms(
 
 
 def fm_nms_targets(teacher: TeacherMap, kernel: int = 3, mode: FMNMSMode = "class") -> TeacherTargets:
-    """:func:`fm_nms` then :func:`apply_fm_nms` on a :class:`TeacherMap`."""
+    """:func:`fm_nms` then :func:`apply_fm_nms` on a :class:`TeacherMap` (empty slots: weight 0)."""
     keep = fm_nms(teacher.obj, teacher.cls, kernel)
-    return apply_fm_nms(teacher.obj, teacher.cls, teacher.box, keep, mode)
+    targets = apply_fm_nms(teacher.obj, teacher.cls, teacher.box, keep, mode)
+    if teacher.valid is not None:
+        weight = teacher.weight()
+        targets.cls_weight = targets.cls_weight * weight
+        targets.box_weight = targets.box_weight * weight
+    return targets

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
+
+    python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 20]
+        [--teacher-ckpt CKPT] [--threads 2] [--only METHOD ...]
+    python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
+
+Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule and epochs:
+``labels_only`` (tools/train.py), ``kd_plain`` (teacher terms without objectness scaling, no FM-NMS),
+``kd_objscale`` (+ objectness scaling), ``kd_objscale_fmnms`` (+ FM-NMS, K=3, mode class),
+``kd_full_unlabeled`` (+ unlabeled images), ``kd_hints`` (+ FitNets stage 1 for 3 extra epochs), and
+``teacher``. On BCCD the teacher is the CPU-scale SSD (configs/train/ssd_cpu_bccd.py, the strongest
+detkd baseline, projected onto the student's grid) and the unlabeled images are the *test* split's
+images with their labels dropped (72 images, ratio 0.35 = all of them each epoch); rows are evaluated
+on val. On the built-in dataset the teacher is the YOLOv2-style model (configs/train/yolov2_synthetic.py)
+and the unlabeled images are its unlabeled split (ratio 0.5); evaluated on val.
+
+Without --teacher-ckpt the teacher is trained first (tools/train.py, --epochs). Resumable: every
+training resumes from its last checkpoint and rows already in the results file are skipped.
+Latency (ONNX Runtime, batch 1, median of 30) is measured for all rows in one phase at the end.
+Outputs: benchmarks/results/distill_ablation.{json,md,png}; work files in benchmarks/work/distill_ablation/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import detkd  # noqa: F401  (offline environment first)
+from detkd.config import load_config, read_split
+from detkd.distill.runner import best_checkpoint
+from detkd.engine.benchmark import evaluate_and_time, machine_info
+from detkd.engine.checkpoint import load_detector
+from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+WORK = REPO / "benchmarks" / "work" / "distill_ablation"
+METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_full_unlabeled", "kd_hints", "teacher"]
+DATASETS = {
+    "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
+                 unlabeled=["unlabeled.split=test", "unlabeled.ratio=0.35"], data=str(REPO.parent / "shared" / "data" / "bccd")),
+    "synthetic": dict(teacher="yolov2_synthetic", distill="fyolo_synthetic", hints="fyolo_synthetic_hints",
+                      student="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
+}
+NO_UNLABELED = ["unlabeled.ratio=0.0"]
+OPTIONS = {  # cfg-options per distillation row
+    "kd_plain": ["distill.scale_by_objectness=False", "distill.fm_nms.enabled=False", *NO_UNLABELED],
+    "kd_objscale": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=False", *NO_UNLABELED],
+    "kd_objscale_fmnms": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True", *NO_UNLABELED],
+    "kd_full_unlabeled": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],  # + dataset's unlabeled
+    "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
+}
+COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms", "speedup", "teacher"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=list(DATASETS), default="bccd")
+    parser.add_argument("--data", help="dataset root (default: BCCD's shared copy; the built-in one is generated)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of every student row (and of a teacher trained here)")
+    parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
+    parser.add_argument("--only", nargs="+", choices=METHODS, help="run only these rows")
+    return parser.parse_args()
+
+
+def run(cmd: list[str]) -> None:
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def common_options(args: argparse.Namespace, work: Path) -> list[str]:
+    data = args.data or DATASETS[args.dataset]["data"]
+    options = [f"train.epochs={args.epochs}"]
+    if data:
+        options.append(f"data.root={data}")
+    else:  # the built-in dataset, generated once for all rows
+        options.append(f"data.root={WORK / args.dataset / 'data'}")
+    return options
+
+
+def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Path:
+    """Train (or resume) one row's model; returns its best checkpoint."""
+    spec = DATASETS[args.dataset]
+    work = WORK / args.dataset / method
+    opts = common_options(args, work)
+    if method in ("labels_only", "teacher"):
+        config = spec["student"] if method == "labels_only" else spec["teacher"]
+        cmd = [sys.executable, "tools/train.py", f"configs/train/{config}.py", "--work-dir", str(work), "--cfg-options", *opts]
+    else:
+        config = spec["hints"] if method == "kd_hints" else spec["distill"]
+        extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
+        cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
+               "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
+    if not (work / f"epoch_{args.epochs}.pth").is_file():
+        run([*cmd, "--resume"] if (work / "last_checkpoint").is_file() or (work / "hint_stage").is_dir() else cmd)
+    return best_checkpoint(work)
+
+
+def main() -> int:
+    args = parse_args()
+    command = "python benchmarks/distill_ablation.py " + " ".join(sys.argv[1:])
+    results = ResultsFile(RESULTS / "distill_ablation.json", machine_info(args.threads), command.strip())
+    wanted = args.only or METHODS
+    teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
+    todo = [m for m in wanted if not results.has(method=m, dataset=args.dataset)]
+    if teacher is None and [m for m in todo if m != "labels_only"]:
+        teacher = train_row("teacher", None, args)
+    checkpoints = {m: (teacher if m == "teacher" else train_row(m, teacher, args)) for m in todo}  # phase 1: train
+    spec = DATASETS[args.dataset]
+    cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
+                      {"data.root": args.data or spec["data"] or str(WORK / args.dataset / "data")})
+    val = read_split(dict(cfg.data), "val")
+    for method, ckpt in checkpoints.items():  # phase 2: measure, same machine state for every row
+        assert ckpt is not None
+        name = f"{args.dataset}_{method}"
+        row = evaluate_and_time(name, load_detector(ckpt), val, WORK / "onnx", args.threads, dataset=args.dataset)
+        row.update(method=method, epochs=args.epochs if method != "teacher" or not args.teacher_ckpt else None,
+                   checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
+                   teacher=str(teacher.name) if teacher else None, split="val")
+        results.add(row, key=("method", "dataset"))
+        print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
+    write_report(results, args)
+    return 0
+
+
+def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
+    parts = []
+    rows_all = []
+    for dataset in DATASETS:
+        rows = [r for m in METHODS for r in results.rows if r["method"] == m and r["dataset"] == dataset]
+        if not rows:
+            continue
+        teacher = next((r for r in rows if r["method"] == "teacher"), None)
+        for r in rows:
+            r["speedup"] = teacher["onnx_latency_ms"] / r["onnx_latency_ms"] if teacher else None
+        rows_all += rows
+        m = results.data["machine"]
+        parts.append(f"**{dataset}** (val; student F-YOLO width 0.5; epochs per row in the table). Latency: ONNX Runtime, "
+                     f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
+                     f"onnxruntime {m['onnxruntime']}.\n\n" + markdown_table(rows, COLUMNS))
+    write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
+    for r in rows_all:
+        r.setdefault("label", f"{r['dataset']}:{r['method']}")
+    plot_map_vs_fps([dict(r, name=f"{r['dataset']}:{r['method']}") for r in rows_all], RESULTS / "distill_ablation.png",
+                    "Distillation ablation: mAP50 vs ONNX Runtime FPS")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

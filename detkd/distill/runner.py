@@ -1,0 +1,208 @@
+"""Distillation runs on mmengine's Runner: teacher loading, unlabeled data, FitNets stages, TAKD.
+
+A distillation config is a training config (``model`` is the student) plus::
+
+    teacher = dict(checkpoint="work_dirs/teacher/best.pth",  # .pth (detkd), .pt or .yaml (ultralytics)
+                   trust=False,        # allow unpickling a .pt / legacy checkpoint (it can run code)
+                   imgsz=None,         # the teacher's input size when it differs from the student's
+                   class_map=None)     # {teacher_name: student_name} or "by_name" when classes differ
+    distill = dict(...)                # terms: see DistillConfig.from_dict
+    unlabeled = dict(folder=None, split=None, ratio=0.0)   # extra images without labels
+    hints = dict(taps=[dict(student="neck...", teacher="backbone...", weight=0.0, kernel=1)], epochs=0)
+    chain = [dict(name="assistant", model=dict(...), epochs=None)]   # TAKD assistants, in order
+
+:func:`run_distill` runs the stages in order, each resumable: for every TAKD assistant a
+distillation from the current teacher (in ``work_dir/assistants/<i>_<name>``, whose best checkpoint
+becomes the next teacher), then the student in ``work_dir``; with hints, each of these is preceded
+by a FitNets stage 1 (``<dir>/hint_stage``) whose weights start the distillation.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from detkd.data.dataset import DetectionDataset
+from detkd.data.mixed import MixedDataset, as_unlabeled
+from detkd.data.records import DatasetIndex
+from detkd.data.transforms import AugmentConfig, build_train_transform
+from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
+from detkd.distill.teachers import build_teacher_adapter
+from detkd.engine.runner import build_runner
+from detkd.models.detector import DecodeConfig
+
+__all__ = ["DistillStage", "best_checkpoint", "build_distill_runner", "load_teacher", "plan_stages", "read_unlabeled", "run_distill"]
+
+
+def load_teacher(teacher_cfg: dict[str, Any], class_names: list[str], imgsz: int) -> nn.Module:
+    """The teacher network named by ``teacher.checkpoint`` (weights loaded, eval mode).
+
+    ``.pth``: a detkd checkpoint (its stored model spec rebuilds it). ``.pt``: an ultralytics
+    checkpoint (needs ``trust=True``: it is a pickle). ``.yaml``: an untrained ultralytics model
+    (for tests and smoke runs only).
+    """
+    path = teacher_cfg.get("checkpoint")
+    if not path:
+        raise FileNotFoundError("no teacher: set teacher.checkpoint in the config or pass --teacher-ckpt")
+    suffix = Path(str(path)).suffix.lower()
+    trust = bool(teacher_cfg.get("trust", False))
+    if suffix in (".pt", ".yaml", ".yml"):
+        from detkd.models.ultralytics_adapter import load_ultralytics
+
+        if suffix == ".pt" and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: teacher checkpoint not found")
+        size = int(teacher_cfg.get("imgsz") or imgsz)
+        names = class_names if suffix != ".pt" else None
+        return load_ultralytics(str(path), names, size, trust=trust).eval()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: teacher checkpoint not found")
+    from detkd.engine.checkpoint import load_detector
+
+    return load_detector(path, trust=trust).eval()
+
+
+def read_unlabeled(data: dict[str, Any], unlabeled: dict[str, Any]) -> DatasetIndex | None:
+    """The unlabeled pool: an image ``folder`` (relative to ``data.root`` unless absolute) or a
+    labeled ``split`` of the dataset with its labels dropped; None when neither is set."""
+    from detkd.config import read_split
+    from detkd.data.folder import read_folder
+
+    folder, split = unlabeled.get("folder"), unlabeled.get("split")
+    if folder and split:
+        raise ValueError("unlabeled: set either folder or split, not both")
+    if folder:
+        path = Path(folder)
+        return read_folder(path if path.is_absolute() else Path(data["root"]) / path)
+    if split:
+        return as_unlabeled(read_split(data, split))
+    return None
+
+
+def _hint_taps(cfg: Config) -> list[HintTap]:
+    hints = dict(cfg.get("hints") or {})
+    return [HintTap(str(t["student"]), str(t["teacher"]), float(t.get("weight", 0.0)), int(t.get("kernel", 1)))
+            for t in hints.get("taps", [])]
+
+
+def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none",
+                         stage: str = "distill", load_from: str | None = None) -> Runner:
+    """A Runner that trains ``cfg.model`` (the student) against ``cfg.teacher``."""
+    teacher_cfg = dict(cfg.get("teacher") or {})
+    distill_cfg = DistillConfig.from_dict(cfg.get("distill"))
+    taps = _hint_taps(cfg)
+    imgsz = int(cfg.imgsz)
+    decode = DecodeConfig(**cfg.get("decode", {}))
+
+    def make_model(student: nn.Module) -> DistillModel:
+        teacher = load_teacher(teacher_cfg, list(student.class_names), imgsz)
+        adapter = build_teacher_adapter(teacher, student, teacher_cfg.get("imgsz"), teacher_cfg.get("class_map"))
+        return DistillModel(student, adapter, distill_cfg, taps, decode, stage=stage)
+
+    unl = dict(cfg.get("unlabeled") or {})
+    ratio = float(unl.get("ratio", 0.0))
+    pool = read_unlabeled(dict(cfg.data), unl) if ratio > 0 else None
+    if ratio > 0 and pool is None:
+        raise ValueError("unlabeled.ratio > 0 needs unlabeled.folder or unlabeled.split")
+
+    def make_train_set(labeled: DetectionDataset) -> Any:
+        if pool is None:
+            return labeled
+        seed = int(cfg.train.get("seed", 0))
+        aug = AugmentConfig(**cfg.train.get("augment", {}))
+        extra = DetectionDataset(pool, build_train_transform(imgsz, aug, seed=seed + 1), seed=seed + 1)
+        return MixedDataset(labeled, extra, ratio, seed=seed)
+
+    cfg = copy.deepcopy(cfg)
+    if taps:
+        cfg.find_unused_parameters = True  # regressors idle in stage 2 when their weight is 0
+    return build_runner(cfg, work_dir, resume, launcher, make_model=make_model, make_train_set=make_train_set,
+                        load_from=load_from)
+
+
+def best_checkpoint(work_dir: str | Path) -> Path:
+    """The best-AP50 checkpoint of a finished run, else its last epoch's."""
+    work_dir = Path(work_dir)
+    best = sorted(work_dir.glob("best_coco_AP50_epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    if best:
+        return best[-1]
+    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    if not epochs:
+        raise FileNotFoundError(f"{work_dir}: no checkpoint")
+    return epochs[-1]
+
+
+class DistillStage:
+    """One Runner run of the pipeline: its config, folder, kind (``hint`` / ``distill``) and the
+    checkpoint that starts it (FitNets stage 1 -> stage 2)."""
+
+    def __init__(self, name: str, cfg: Config, work_dir: Path, kind: str) -> None:
+        self.name, self.cfg, self.work_dir, self.kind = name, cfg, work_dir, kind
+
+    @property
+    def epochs(self) -> int:
+        return int(self.cfg.train.epochs)
+
+    def finished(self) -> bool:
+        return (self.work_dir / f"epoch_{self.epochs}.pth").is_file()
+
+    def __repr__(self) -> str:
+        return f"DistillStage({self.name!r}, {self.kind}, {self.work_dir})"
+
+
+def plan_stages(cfg: Config, work_dir: str | Path) -> list[DistillStage]:
+    """The runs :func:`run_distill` makes, in order (teachers of later stages are filled in as
+    earlier ones finish)."""
+    work_dir = Path(work_dir)
+    hints = dict(cfg.get("hints") or {})
+    hint_epochs = int(hints.get("epochs", 0)) if hints.get("taps") else 0
+    stages: list[DistillStage] = []
+    nets = [(f"{i}_{a.get('name', 'assistant')}", a, work_dir / "assistants" / f"{i}_{a.get('name', 'assistant')}")
+            for i, a in enumerate(cfg.get("chain") or [], start=1)]
+    nets.append(("student", None, work_dir))
+    for name, assistant, folder in nets:
+        net_cfg = copy.deepcopy(cfg)
+        if assistant is not None:
+            net_cfg.model = dict(assistant["model"])
+            if assistant.get("epochs"):
+                net_cfg.train.epochs = int(assistant["epochs"])
+        if hint_epochs:
+            hint_cfg = copy.deepcopy(net_cfg)
+            hint_cfg.train.epochs = hint_epochs
+            hint_cfg.train.val_interval = hint_epochs + 1  # the head is untrained: nothing to validate
+            hint_cfg.checkpoint = dict(hint_cfg.get("checkpoint", {}), save_best=None)
+            stages.append(DistillStage(f"{name}/hint", hint_cfg, folder / "hint_stage", "hint"))
+        stages.append(DistillStage(name, net_cfg, folder, "distill"))
+    return stages
+
+
+def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none") -> Path:
+    """Run every stage of :func:`plan_stages` (finished stages are skipped; with ``resume`` an
+    interrupted one continues from its last checkpoint). Returns the student's best checkpoint."""
+    teacher = dict(cfg.get("teacher") or {})
+    hint_ckpt: str | None = None
+    for stage in plan_stages(cfg, work_dir):
+        stage.cfg.teacher = dict(teacher)
+        if stage.finished():
+            if stage.kind == "hint":
+                hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")
+            else:
+                hint_ckpt = None
+                if stage.name != "student":
+                    teacher["checkpoint"] = str(best_checkpoint(stage.work_dir))
+            continue
+        partial = resume and (stage.work_dir / "last_checkpoint").is_file()
+        start = None if (partial or stage.kind == "hint") else hint_ckpt
+        runner = build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start)
+        runner.train()
+        if stage.kind == "hint":
+            hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")
+        else:
+            hint_ckpt = None
+            if stage.name != "student":
+                teacher["checkpoint"] = str(best_checkpoint(stage.work_dir))
+    return best_checkpoint(work_dir)
