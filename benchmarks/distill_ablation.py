@@ -9,7 +9,9 @@ Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule 
 ``labels_only`` (tools/train.py), ``kd_plain`` (teacher terms without objectness scaling, no FM-NMS),
 ``kd_objscale`` (+ objectness scaling), ``kd_objscale_fmnms`` (+ FM-NMS, K=3, mode class),
 ``kd_full_unlabeled`` (+ unlabeled images), ``kd_hints`` (+ FitNets stage 1 for 3 extra epochs), and
-``teacher``. On BCCD the teacher is the CPU-scale SSD (configs/train/ssd_cpu_bccd.py, the strongest
+``teacher``; peer rows ``ultralytics_labels_only`` and ``ultralytics_kd`` (``--only`` them: YOLOv8n
+trained by ultralytics from its yaml, without / with ultralytics' own ``distill_model`` distillation
+from a YOLOv8s trained the same way, same epochs and 320 px). On BCCD the teacher is the CPU-scale SSD (configs/train/ssd_cpu_bccd.py, the strongest
 detkd baseline, projected onto the student's grid) and the unlabeled images are the *test* split's
 images with their labels dropped (72 images, ratio 0.35 = all of them each epoch); rows are evaluated
 on val. On the built-in dataset the teacher is the YOLOv2-style model (configs/train/yolov2_synthetic.py)
@@ -40,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "distill_ablation"
 METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_full_unlabeled", "kd_hints", "teacher"]
+PEERS = ["ultralytics_labels_only", "ultralytics_kd"]  # YOLOv8n without / with ultralytics' distillation from YOLOv8s
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
                  unlabeled=["unlabeled.split=test", "unlabeled.ratio=0.35"], data=str(REPO.parent / "shared" / "data" / "bccd")),
@@ -54,7 +57,7 @@ OPTIONS = {  # cfg-options per distillation row
     "kd_full_unlabeled": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],  # + dataset's unlabeled
     "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
 }
-COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms", "speedup", "teacher"]
+COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms", "speedup", "teacher_model"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,7 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=20, help="epochs of every student row (and of a teacher trained here)")
     parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
-    parser.add_argument("--only", nargs="+", choices=METHODS, help="run only these rows")
+    parser.add_argument("--only", nargs="+", choices=METHODS + PEERS, help="run only these rows (default: the detkd rows)")
     return parser.parse_args()
 
 
@@ -101,6 +104,29 @@ def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Pa
     return best_checkpoint(work)
 
 
+def train_peer(method: str, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Peer rows: ultralytics' own trainer, YOLOv8n from its yaml, with ``distill_model`` = a YOLOv8s
+    trained the same way for ``ultralytics_kd`` (ultralytics' default ``dis`` weight). Returns
+    (checkpoint, teacher checkpoint)."""
+    from detkd.data.voc import read_voc
+    from detkd.data.writers import write_yolo
+    from detkd.models.ultralytics_adapter import train_ultralytics
+
+    if args.dataset != "bccd":
+        raise SystemExit("peer rows are set up for --dataset bccd")
+    work = WORK / args.dataset / "ultralytics"
+    data_yaml = work / "yolo_data" / "data.yaml"
+    if not data_yaml.is_file():
+        root = args.data or DATASETS["bccd"]["data"]
+        for split in ("train", "val"):
+            write_yolo(read_voc(root, split, ["Platelets", "RBC", "WBC"]), data_yaml.parent, split)
+    common = dict(data_yaml=data_yaml, epochs=args.epochs, imgsz=320, batch=16, project=work, workers=2)
+    teacher = train_ultralytics("yolov8s.yaml", name="yolov8s_teacher", **common)
+    if method == "ultralytics_labels_only":
+        return train_ultralytics("yolov8n.yaml", name="yolov8n_labels_only", **common), teacher
+    return train_ultralytics("yolov8n.yaml", name="yolov8n_kd", distill_model=str(teacher), **common), teacher
+
+
 def main() -> int:
     args = parse_args()
     command = "python benchmarks/distill_ablation.py " + " ".join(sys.argv[1:])
@@ -108,9 +134,14 @@ def main() -> int:
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     todo = [m for m in wanted if not results.has(method=m, dataset=args.dataset)]
-    if teacher is None and [m for m in todo if m != "labels_only"]:
+    if teacher is None and [m for m in todo if m in METHODS and m != "labels_only"]:
         teacher = train_row("teacher", None, args)
-    checkpoints = {m: (teacher if m == "teacher" else train_row(m, teacher, args)) for m in todo}  # phase 1: train
+    checkpoints, teachers = {}, {}
+    for m in todo:  # phase 1: train
+        if m in PEERS:
+            checkpoints[m], teachers[m] = train_peer(m, args)
+        else:
+            checkpoints[m], teachers[m] = (teacher if m == "teacher" else train_row(m, teacher, args)), teacher
     spec = DATASETS[args.dataset]
     cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
                       {"data.root": args.data or spec["data"] or str(WORK / args.dataset / "data")})
@@ -118,10 +149,19 @@ def main() -> int:
     for method, ckpt in checkpoints.items():  # phase 2: measure, same machine state for every row
         assert ckpt is not None
         name = f"{args.dataset}_{method}"
-        row = evaluate_and_time(name, load_detector(ckpt), val, WORK / "onnx", args.threads, dataset=args.dataset)
+        if method in PEERS:
+            from detkd.models.ultralytics_adapter import load_ultralytics
+
+            detector = load_ultralytics(str(ckpt), class_names=val.class_names, imgsz=int(cfg.imgsz), trust=True)  # our own file
+        else:
+            detector = load_detector(ckpt)
+        row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
+        row_teacher = teachers[method]
         row.update(method=method, epochs=args.epochs if method != "teacher" or not args.teacher_ckpt else None,
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
-                   teacher=str(teacher.name) if teacher else None, split="val")
+                   teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
+                   (str(row_teacher) if row_teacher else None), split="val",
+                   teacher_model="yolov8s" if method in PEERS else DATASETS[args.dataset]["teacher"].rsplit("_", 1)[0])
         results.add(row, key=("method", "dataset"))
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
     write_report(results, args)
@@ -132,7 +172,7 @@ def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
     parts = []
     rows_all = []
     for dataset in DATASETS:
-        rows = [r for m in METHODS for r in results.rows if r["method"] == m and r["dataset"] == dataset]
+        rows = [r for m in METHODS + PEERS for r in results.rows if r["method"] == m and r["dataset"] == dataset]
         if not rows:
             continue
         teacher = next((r for r in rows if r["method"] == "teacher"), None)
@@ -144,8 +184,6 @@ def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
                      f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
                      f"onnxruntime {m['onnxruntime']}.\n\n" + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
-    for r in rows_all:
-        r.setdefault("label", f"{r['dataset']}:{r['method']}")
     plot_map_vs_fps([dict(r, name=f"{r['dataset']}:{r['method']}") for r in rows_all], RESULTS / "distill_ablation.png",
                     "Distillation ablation: mAP50 vs ONNX Runtime FPS")
 

@@ -27,3 +27,45 @@ def test_config_builds(path):
 def test_step_schedule_base():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "_base_" / "schedules" / "sgd_step.py")
     assert cfg.param_scheduler[1]["milestones"] == [20, 27]
+
+
+DISTILL = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs" / "distill").glob("*_*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", DISTILL, ids=[p.stem for p in DISTILL])
+def test_distill_config_builds(path, tmp_path):
+    from detkd.distill.distiller import DistillConfig
+    from detkd.distill.runner import plan_stages
+    from detkd.distill.taps import FeatureTaps
+    from detkd.models.factory import build_model
+
+    cfg = load_config(path, {"train.epochs": 7})
+    assert {"teacher", "distill", "unlabeled", "hints", "chain"} <= set(cfg.keys())
+    DistillConfig.from_dict(cfg.distill)
+    stages = plan_stages(cfg, tmp_path)
+    assert stages[-1].name == "student" and stages[-1].work_dir == tmp_path
+    assert len(stages) == (len(cfg.chain) + 1) * (2 if cfg.hints["taps"] else 1)
+    for tap in cfg.hints["taps"]:  # hint layers name real modules of the student and the dataset's teacher
+        student = build_model(cfg.model["name"], class_names=["a"], imgsz=int(cfg.imgsz), width=0.125, anchors=None)
+        teacher_name = "ssd_cpu" if "bccd" in path.stem else "yolov2"
+        teacher = build_model(teacher_name, class_names=["a"], imgsz=int(cfg.imgsz), width=0.125)
+        FeatureTaps(student, [tap["student"]]).remove()
+        FeatureTaps(teacher, [tap["teacher"]]).remove()
+
+
+TOOLS = sorted((Path(__file__).resolve().parents[1] / "tools").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TOOLS, ids=[p.stem for p in TOOLS])
+def test_tool_help(path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse = module.parse_args if hasattr(module, "parse_args") else module.build_parser().parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and len(out) > 150
