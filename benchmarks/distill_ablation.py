@@ -66,6 +66,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", help="dataset root (default: BCCD's shared copy; the built-in one is generated)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of every student row (and of a teacher trained here)")
     parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
+    parser.add_argument("--teacher-epochs", type=int, help="epochs of a teacher trained here (default: --epochs)")
+    parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
+    parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
+    parser.add_argument("--teacher-width", type=float, help="width of a teacher trained here (default: the config's)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
     parser.add_argument("--only", nargs="+", choices=METHODS + PEERS, help="run only these rows (default: the detkd rows)")
     return parser.parse_args()
@@ -76,9 +80,16 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
-def common_options(args: argparse.Namespace, work: Path) -> list[str]:
+def common_options(args: argparse.Namespace, method: str) -> list[str]:
     data = args.data or DATASETS[args.dataset]["data"]
-    options = [f"train.epochs={args.epochs}"]
+    teacher = method == "teacher"
+    epochs = (args.teacher_epochs or args.epochs) if teacher else args.epochs
+    width = args.teacher_width if teacher else args.width
+    options = [f"train.epochs={epochs}"]
+    if args.imgsz:
+        options.append(f"imgsz={args.imgsz}")
+    if width:
+        options.append(f"model.width={width}")
     if data:
         options.append(f"data.root={data}")
     else:  # the built-in dataset, generated once for all rows
@@ -90,7 +101,7 @@ def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Pa
     """Train (or resume) one row's model; returns its best checkpoint."""
     spec = DATASETS[args.dataset]
     work = WORK / args.dataset / method
-    opts = common_options(args, work)
+    opts = common_options(args, method)
     if method in ("labels_only", "teacher"):
         config = spec["student"] if method == "labels_only" else spec["teacher"]
         cmd = [sys.executable, "tools/train.py", f"configs/train/{config}.py", "--work-dir", str(work), "--cfg-options", *opts]
@@ -99,7 +110,8 @@ def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Pa
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
         cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
                "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
-    if not (work / f"epoch_{args.epochs}.pth").is_file():
+    epochs = (args.teacher_epochs or args.epochs) if method == "teacher" else args.epochs
+    if not (work / f"epoch_{epochs}.pth").is_file():
         run([*cmd, "--resume"] if (work / "last_checkpoint").is_file() or (work / "hint_stage").is_dir() else cmd)
     return best_checkpoint(work)
 
@@ -157,7 +169,8 @@ def main() -> int:
             detector = load_detector(ckpt)
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         row_teacher = teachers[method]
-        row.update(method=method, epochs=args.epochs if method != "teacher" or not args.teacher_ckpt else None,
+        epochs = (None if args.teacher_ckpt else args.teacher_epochs or args.epochs) if method == "teacher" else args.epochs
+        row.update(method=method, epochs=epochs,
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                    teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
                    (str(row_teacher) if row_teacher else None), split="val",

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-epochs", type=int, default=15, help="teacher training epochs (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, default=192, help="network input size (default: %(default)s)")
     parser.add_argument("--width", type=float, default=0.25, help="student width multiplier (default: %(default)s)")
-    parser.add_argument("--teacher-width", type=float, default=0.5, help="teacher width multiplier (default: %(default)s)")
+    parser.add_argument("--teacher-width", type=float, default=0.25, help="teacher width multiplier (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurement (default: %(default)s)")
     return parser.parse_args(argv)
 
