@@ -71,6 +71,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
     parser.add_argument("--teacher-width", type=float, help="width of a teacher trained here (default: the config's)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
+    parser.add_argument("--retime", action="store_true",
+                        help="only re-measure the latency of every row already in the results file, in one quiet phase")
     parser.add_argument("--only", nargs="+", choices=METHODS + PEERS, help="run only these rows (default: the detkd rows)")
     return parser.parse_args()
 
@@ -139,10 +141,38 @@ def train_peer(method: str, args: argparse.Namespace) -> tuple[Path, Path]:
     return train_ultralytics("yolov8n.yaml", name="yolov8n_kd", distill_model=str(teacher), **common), teacher
 
 
+def retime(results: ResultsFile, args: argparse.Namespace) -> None:
+    """Re-measure params/FLOPs/latency of every existing row from its checkpoint and ONNX file, one
+    after the other, so all rows share one machine state (accuracy columns are kept)."""
+    from detkd.engine.benchmark import benchmark_detector
+    from detkd.export.onnx import sample_images
+
+    for row in list(results.rows):
+        ckpt = REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
+        if row["method"] in PEERS:
+            from detkd.models.ultralytics_adapter import load_ultralytics
+
+            detector = load_ultralytics(str(ckpt), imgsz=int(row["imgsz"]), trust=True)  # our own file
+        else:
+            detector = load_detector(ckpt)
+        spec = DATASETS[row["dataset"]]
+        cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
+                          {"data.root": args.data or spec["data"] or str(WORK / row["dataset"] / "data")})
+        images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=1)
+        onnx_path = WORK / "onnx" / f"{row['name']}.onnx"
+        row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
+        results.add(row, key=("method", "dataset"))
+        print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms", flush=True)
+
+
 def main() -> int:
     args = parse_args()
     command = "python benchmarks/distill_ablation.py " + " ".join(sys.argv[1:])
     results = ResultsFile(RESULTS / "distill_ablation.json", machine_info(args.threads), command.strip())
+    if args.retime:
+        retime(results, args)
+        write_report(results, args)
+        return 0
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     todo = [m for m in wanted if not results.has(method=m, dataset=args.dataset)]
@@ -170,7 +200,7 @@ def main() -> int:
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         row_teacher = teachers[method]
         epochs = (None if args.teacher_ckpt else args.teacher_epochs or args.epochs) if method == "teacher" else args.epochs
-        row.update(method=method, epochs=epochs,
+        row.update(method=method, epochs=epochs, command=command.strip(),
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                    teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
                    (str(row_teacher) if row_teacher else None), split="val",

@@ -27,6 +27,15 @@ def test_rows_survive_a_restart_and_replace_by_key(tmp_path):
     assert [(r["name"], r["mAP50"]) for r in data["rows"]] == [("student", 0.7), ("teacher", 0.81)]
 
 
+def test_two_writers_keep_each_others_rows(tmp_path):
+    path = tmp_path / "bench.json"
+    a = ResultsFile(path, {"cpu": "x", "threads": 2}, "python bench.py --dataset a")
+    b = ResultsFile(path, {"cpu": "x", "threads": 2}, "python bench.py --dataset b")  # opened before a writes
+    a.add(_row("one", 0.5, 9.0))
+    b.add(_row("two", 0.6, 9.0))
+    assert [r["name"] for r in json.loads(path.read_text())["rows"]] == ["one", "two"]
+
+
 def test_rows_need_the_common_columns(tmp_path):
     results = ResultsFile(tmp_path / "r.json", {}, "cmd")
     with pytest.raises(ValueError, match="lacks"):

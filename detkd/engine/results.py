@@ -37,10 +37,16 @@ class ResultsFile:
         return any(all(row.get(k) == v for k, v in keys.items()) for row in self.rows)
 
     def add(self, row: dict[str, Any], key: Sequence[str] = ("name", "dataset")) -> None:
-        """Add (or replace the row with the same ``key`` values) and save."""
+        """Add (or replace the row with the same ``key`` values) and save.
+
+        Rows are re-read from the file first, so two benchmark processes writing one results
+        file (e.g. one per dataset) keep each other's rows.
+        """
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise ValueError(f"result row {row.get('name')!r} lacks {missing}")
+        if self.path.is_file():
+            self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
         self.data["rows"] = [r for r in self.rows if any(r.get(k) != row.get(k) for k in key)] + [row]
         atomic_write_json(self.path, self.data)
 
