@@ -141,6 +141,12 @@ def train_peer(method: str, args: argparse.Namespace) -> tuple[Path, Path]:
     return train_ultralytics("yolov8n.yaml", name="yolov8n_kd", distill_model=str(teacher), **common), teacher
 
 
+def _checkpoint_epochs(path: Path) -> int | None:
+    from detkd.engine.checkpoint import load_checkpoint_file
+
+    return load_checkpoint_file(path).get("meta", {}).get("epoch")
+
+
 def retime(results: ResultsFile, args: argparse.Namespace) -> None:
     """Re-measure params/FLOPs/latency of every existing row from its checkpoint and ONNX file, one
     after the other, so all rows share one machine state (accuracy columns are kept)."""
@@ -199,7 +205,9 @@ def main() -> int:
             detector = load_detector(ckpt)
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         row_teacher = teachers[method]
-        epochs = (None if args.teacher_ckpt else args.teacher_epochs or args.epochs) if method == "teacher" else args.epochs
+        epochs = args.epochs
+        if method == "teacher":  # a given teacher: the epochs its checkpoint records
+            epochs = _checkpoint_epochs(ckpt) if args.teacher_ckpt else args.teacher_epochs or args.epochs
         row.update(method=method, epochs=epochs, command=command.strip(),
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                    teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""detkd demo on the built-in synthetic dataset: the whole pipeline (what `make demo` runs, ~10 min on 2 cores).
+"""detkd demo on the built-in synthetic dataset: the whole pipeline (what `make demo` runs).
 
 Stages, outputs under --work-dir (rerunning reuses what is already done, an interrupted training resumes):
   1. generate the built-in dataset (VOC layout + COCO JSON + unlabeled folder);
@@ -35,9 +35,9 @@ COLUMNS = ["name", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "torch_l
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="work_dirs/demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=12, help="student training epochs (default: %(default)s)")
-    parser.add_argument("--teacher-epochs", type=int, default=15, help="teacher training epochs (default: %(default)s)")
-    parser.add_argument("--imgsz", type=int, default=192, help="network input size (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="student training epochs (default: %(default)s)")
+    parser.add_argument("--teacher-epochs", type=int, default=10, help="teacher training epochs (default: %(default)s)")
+    parser.add_argument("--imgsz", type=int, default=160, help="network input size (default: %(default)s)")
     parser.add_argument("--width", type=float, default=0.25, help="student width multiplier (default: %(default)s)")
     parser.add_argument("--teacher-width", type=float, default=0.25, help="teacher width multiplier (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurement (default: %(default)s)")
