@@ -148,12 +148,12 @@ def _checkpoint_epochs(path: Path) -> int | None:
 
 
 def retime(results: ResultsFile, args: argparse.Namespace) -> None:
-    """Re-measure params/FLOPs/latency of every existing row from its checkpoint and ONNX file, one
+    """Re-measure params/FLOPs/latency of every existing row of ``--dataset`` from its checkpoint and ONNX file, one
     after the other, so all rows share one machine state (accuracy columns are kept)."""
     from detkd.engine.benchmark import benchmark_detector
     from detkd.export.onnx import sample_images
 
-    for row in list(results.rows):
+    for row in [r for r in results.rows if r["dataset"] == args.dataset]:
         ckpt = REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
         if row["method"] in PEERS:
             from detkd.models.ultralytics_adapter import load_ultralytics
@@ -231,7 +231,7 @@ def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
             r["speedup"] = teacher["onnx_latency_ms"] / r["onnx_latency_ms"] if teacher else None
         rows_all += rows
         m = results.data["machine"]
-        parts.append(f"**{dataset}** (val; student F-YOLO width 0.5; epochs per row in the table). Latency: ONNX Runtime, "
+        parts.append(f"**{dataset}** (val split; every student row is the same F-YOLO, epochs and input size per row in the table). Latency: ONNX Runtime, "
                      f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
                      f"onnxruntime {m['onnxruntime']}.\n\n" + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
