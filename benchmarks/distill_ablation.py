@@ -229,6 +229,8 @@ def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
         teacher = next((r for r in rows if r["method"] == "teacher"), None)
         for r in rows:
             r["speedup"] = teacher["onnx_latency_ms"] / r["onnx_latency_ms"] if teacher else None
+            if r["method"] == "labels_only":  # trained without a teacher
+                r["teacher_model"] = None
         rows_all += rows
         m = results.data["machine"]
         parts.append(f"**{dataset}** (val split; every student row is the same F-YOLO, epochs and input size per row in the table). Latency: ONNX Runtime, "
