@@ -16,6 +16,7 @@ configs); override any value with ``--cfg-options data.root=/path/to/VOC2007``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,17 @@ from mmengine.config import Config, DictAction
 from detkd.data.records import DatasetError, DatasetIndex
 from detkd.data.sources import guess_coco_image_dir
 
-__all__ = ["DictAction", "ensure_generated", "load_config", "read_split"]
+__all__ = ["DictAction", "add_run_arguments", "ensure_generated", "load_config", "read_split"]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, options_example: str, resume_help: str) -> None:
+    """The options every training tool shares: ``--work-dir``, ``--cfg-options``, ``--resume``, ``--launcher``."""
+    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
+                        help=f"override config values, e.g. {options_example}")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--launcher", choices=("none", "pytorch"), default="none",
+                        help="'pytorch' under torchrun for multi-GPU / multi-node (gloo on CPU)")
 
 
 def load_config(path: str | Path, options: dict[str, Any] | None = None) -> Config:

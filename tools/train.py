@@ -19,18 +19,13 @@ import sys
 from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
-from detkd.config import DictAction, load_config
+from detkd.config import add_run_arguments, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="training config file (configs/train/*.py)")
-    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
-                        help="override config values, e.g. train.epochs=5 data.root=/data/VOC2007")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
-    parser.add_argument("--launcher", choices=("none", "pytorch"), default="none",
-                        help="'pytorch' under torchrun for multi-GPU / multi-node (gloo on CPU)")
+    add_run_arguments(parser, "train.epochs=5 data.root=/data/VOC2007", "continue from the latest checkpoint in the work dir")
     return parser.parse_args(argv)
 
 

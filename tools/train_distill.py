@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
-from detkd.config import DictAction, load_config
+from detkd.config import add_run_arguments, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,12 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-ckpt", help="teacher checkpoint (overrides teacher.checkpoint)")
     parser.add_argument("--trust-teacher", action="store_true",
                         help="allow unpickling the teacher file (ultralytics .pt); only for files you trust")
-    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
-                        help="override config values, e.g. train.epochs=5 distill.lambda_d=0.5 unlabeled.ratio=1")
-    parser.add_argument("--resume", action="store_true", help="continue every unfinished stage from its latest checkpoint")
-    parser.add_argument("--launcher", choices=("none", "pytorch"), default="none",
-                        help="'pytorch' under torchrun for multi-GPU / multi-node (gloo on CPU)")
+    add_run_arguments(parser, "train.epochs=5 distill.lambda_d=0.5 unlabeled.ratio=1", "continue every unfinished stage from its latest checkpoint")
     return parser.parse_args(argv)
 
 

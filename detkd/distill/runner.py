@@ -187,18 +187,11 @@ def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launche
     hint_ckpt: str | None = None
     for stage in plan_stages(cfg, work_dir):
         stage.cfg.teacher = dict(teacher)
-        if stage.finished():
-            if stage.kind == "hint":
-                hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")
-            else:
-                hint_ckpt = None
-                if stage.name != "student":
-                    teacher["checkpoint"] = str(best_checkpoint(stage.work_dir))
-            continue
-        partial = resume and (stage.work_dir / "last_checkpoint").is_file()
-        start = None if (partial or stage.kind == "hint") else hint_ckpt
-        runner = build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start)
-        runner.train()
+        if not stage.finished():
+            partial = resume and (stage.work_dir / "last_checkpoint").is_file()
+            start = None if (partial or stage.kind == "hint") else hint_ckpt
+            build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start).train()
+        # what the finished stage hands on: hint weights to its distillation, an assistant to the next net
         if stage.kind == "hint":
             hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")
         else:
