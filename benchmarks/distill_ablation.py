@@ -33,7 +33,7 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config, read_split
-from detkd.distill.runner import best_checkpoint
+from detkd.engine.checkpoint import best_checkpoint
 from detkd.engine.benchmark import evaluate_and_time, machine_info
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown

@@ -53,6 +53,22 @@ def test_distill_config_builds(path, tmp_path):
         FeatureTaps(teacher, [tap["teacher"]]).remove()
 
 
+PRUNE = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs" / "prune").glob("*_*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", PRUNE, ids=[p.stem for p in PRUNE])
+def test_prune_config_builds(path):
+    from detkd.prune.groups import resolve_layer_set
+    from detkd.prune.options import PruneOptions
+
+    cfg = load_config(path)
+    opts = PruneOptions.from_dict(cfg.prune)
+    assert opts.stages[-1] == "report" and {"data", "imgsz", "model", "train", "optim_wrapper"} <= set(cfg.keys())
+    kwargs = {"width": 0.125} if cfg.model["name"] == "ssd_cpu" else {}
+    detector = build_detector({**dict(cfg.model), **kwargs}, ["a", "b"], int(cfg.imgsz), None)
+    assert resolve_layer_set(detector, opts.layers)  # the configured layer set exists in this model
+
+
 TOOLS = sorted((Path(__file__).resolve().parents[1] / "tools").glob("*.py"))
 
 

@@ -34,7 +34,7 @@ def test_export_matches_pytorch(name, kwargs, imgsz, tmp_path):
     _randomise(model)
     images = torch.rand(3, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(1))
     report = export_onnx(model, tmp_path / f"{name}.onnx", check_images=images)
-    assert report.ok and report.num_dets_torch > 0, str(report)
+    assert report.ok and report.detections_equal and report.num_dets_torch > 0, str(report)
     assert report.max_abs_diff < 1e-5 * max(1.0, report.max_abs_value)  # float32 round-off only
     assert not model.training or name == "ultralytics"  # export leaves the model in eval mode
 

@@ -75,7 +75,8 @@ def data_stages(cfg, work: Path) -> int:
 
 def _train(cfg, work: Path, distill: bool = False) -> Path:
     """Train (or resume, or reuse) one model; returns its best checkpoint."""
-    from detkd.distill.runner import best_checkpoint, run_distill
+    from detkd.distill.runner import run_distill
+    from detkd.engine.checkpoint import best_checkpoint
     from detkd.engine.runner import build_runner
 
     if not (work / f"epoch_{cfg.train.epochs}.pth").is_file():

@@ -33,10 +33,11 @@ from detkd.data.records import DatasetIndex
 from detkd.data.transforms import AugmentConfig, build_train_transform
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import build_teacher_adapter
+from detkd.engine.checkpoint import best_checkpoint
 from detkd.engine.runner import build_runner
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["DistillStage", "best_checkpoint", "build_distill_runner", "load_teacher", "plan_stages", "read_unlabeled", "run_distill"]
+__all__ = ["DistillStage", "build_distill_runner", "load_teacher", "plan_stages", "read_unlabeled", "run_distill"]
 
 
 def load_teacher(teacher_cfg: dict[str, Any], class_names: list[str], imgsz: int) -> nn.Module:
@@ -122,18 +123,6 @@ def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False
         cfg.find_unused_parameters = True  # regressors idle in stage 2 when their weight is 0
     return build_runner(cfg, work_dir, resume, launcher, make_model=make_model, make_train_set=make_train_set,
                         load_from=load_from)
-
-
-def best_checkpoint(work_dir: str | Path) -> Path:
-    """The best-AP50 checkpoint of a finished run, else its last epoch's."""
-    work_dir = Path(work_dir)
-    best = sorted(work_dir.glob("best_coco_AP50_epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    if best:
-        return best[-1]
-    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    if not epochs:
-        raise FileNotFoundError(f"{work_dir}: no checkpoint")
-    return epochs[-1]
 
 
 class DistillStage:

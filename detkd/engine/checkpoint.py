@@ -11,7 +11,9 @@ replaces that backend with one that writes a temporary file and renames it, so a
 save never leaves a truncated ``epoch_N.pth`` or ``best_*.pth``.
 
 Self-description: training stores the model's builder name and arguments (see
-:mod:`detkd.models.factory`) under ``meta["detkd"]``, so :func:`load_detector` needs no config.
+:mod:`detkd.models.factory`) under ``meta["detkd"]``, so :func:`load_detector` needs no config. A
+pruned model also stores ``meta["detkd"]["pruned"]`` (its plans' record); its layers then take the
+shapes of the stored weights (:func:`detkd.prune.pruner.reshape_like`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from detkd.models.factory import build_model
 
 __all__ = [
     "CheckpointError",
+    "best_checkpoint",
     "SAFE_GLOBALS",
     "detector_state_dict",
     "install_checkpoint_io",
     "load_weights",
     "load_checkpoint_file",
     "load_detector",
+    "save_detector",
 ]
 
 
@@ -115,8 +119,48 @@ def load_detector(path: str | os.PathLike[str], trust: bool = False) -> nn.Modul
     if not spec:
         raise CheckpointError(f"{path}: no detkd model spec in meta; load it with the config it was trained with")
     model = build_model(spec["name"], **spec["kwargs"])
-    load_weights(model, detector_state_dict(checkpoint), str(path))
+    state = detector_state_dict(checkpoint)
+    pruned = meta["detkd"].get("pruned")
+    if pruned:  # channels removed by detkd.prune: the layer shapes come from the stored weights
+        from detkd.prune.pruner import reshape_like
+
+        try:
+            reshape_like(model, state, pruned)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: pruned weights do not fit {spec['name']}: {exc}") from exc
+    load_weights(model, state, str(path))
     return model
+
+
+def best_checkpoint(work_dir: str | Path) -> Path:
+    """The best-AP50 checkpoint of a finished run, else its last epoch's."""
+    work_dir = Path(work_dir)
+    best = sorted(work_dir.glob("best_coco_AP50_epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    if best:
+        return best[-1]
+    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    if not epochs:
+        raise FileNotFoundError(f"{work_dir}: no checkpoint")
+    return epochs[-1]
+
+
+def save_detector(detector: nn.Module, path: str | os.PathLike[str], extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write ``detector`` as a detkd checkpoint (the layout training writes: ``state_dict`` under
+    ``detector.``, ``meta["detkd"]`` with spec, classes, size and any pruning record), atomically,
+    loadable by :func:`load_detector` with ``weights_only=True``."""
+    import io
+
+    from detkd.models.factory import model_spec
+
+    meta: dict[str, Any] = {"detkd": {"model": model_spec(detector), "class_names": list(detector.class_names),
+                                      "imgsz": int(detector.imgsz)}}
+    if getattr(detector, "detkd_pruned", None):
+        meta["detkd"]["pruned"] = detector.detkd_pruned
+    meta.update(extra_meta or {})
+    state = {f"detector.{k}": v.detach().cpu() for k, v in detector.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": state}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

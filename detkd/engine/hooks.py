@@ -64,6 +64,8 @@ class CheckpointMetaHook(Hook):
             "class_names": list(detector.class_names),
             "imgsz": int(detector.imgsz),
         }
+        if getattr(detector, "detkd_pruned", None):  # channels removed: loading reshapes the layers
+            checkpoint["meta"]["detkd"]["pruned"] = detector.detkd_pruned
         for key in ("message_hub", "meta"):
             if key in checkpoint:
                 checkpoint[key] = to_plain(checkpoint[key])

@@ -84,6 +84,13 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
+        """Raw outputs agree to 1e-4 of their scale. Decoding is the same Python code on both sides, so
+        detections can differ only through the raw values; with near-tied scores (an untrained model)
+        a 1e-6 difference reorders them, so the detection figures are reported, not gated on."""
+        return self.max_abs_diff <= 1e-4 * max(1.0, self.max_abs_value)
+
+    @property
+    def detections_equal(self) -> bool:
         return self.num_dets_torch == self.num_dets_onnx and self.labels_equal and self.max_box_diff <= 0.5
 
     def __str__(self) -> str:

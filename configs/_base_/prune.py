@@ -1,0 +1,18 @@
+# Pruning settings every configs/prune/*.py starts from (tools/prune.py; detkd/prune/options.py checks them).
+prune = dict(
+    method="singh",          # singh (Singh et al. 2019: L1 sparsity -> threshold sweep -> selection) | l1 | taylor
+    layers="all",            # a layer set of the detector (ssd_cpu / ssd300_vgg16: vgg, stage5, extra, all) or conv names
+    ratio=0.5,               # l1 / taylor: fraction of each conv's filters removed (singh: decided by the sparsity)
+    scope="layer",           # l1 / taylor: rank filters per conv ("layer") or all together ("global")
+    min_keep=8,              # filters every conv keeps at least
+    iterations=1,            # l1 / taylor: >1 = iterative (prune a step, fine-tune, repeat)
+    finetune_epochs=1,       # epochs between iterative steps
+    taylor_batches=8,        # training batches the Taylor statistics average over
+    retrain_epochs=10,       # final retraining with the original loss
+    retrain_lr=None,         # None: the config's learning rate
+    eval_split="val",        # split of the threshold sweep and the report
+    threads=2,               # threads for the report's latency measurements
+    sparsity=dict(epochs=10, weight=1e-4, lr=None),  # singh stage 1: loss + weight * sum|w| over the layer set
+    sweep=dict(thresholds=[], quantiles=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95], max_drop=0.01),  # thresholds: absolute; else quantiles of |w|
+    select=dict(out_fraction=0.9, in_fraction=0.9, combine="or"),  # zero fractions that mark a filter (of l / of l+1's inputs)
+)

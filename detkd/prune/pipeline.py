@@ -1,0 +1,266 @@
+"""The pruning pipeline behind ``tools/prune.py``: stages, their artefacts, and resuming.
+
+Work dir ``W`` (every file written atomically; a stage whose artefact exists is skipped unless it
+is asked for by name):
+
+=========== ===================================================== ==============================
+stage       does                                                  writes
+=========== ===================================================== ==============================
+sparsity    (singh) train with loss + L1 on the layer set         ``W/sparsity/`` run, ``W/sparse.pth``
+sweep       (singh) zero weights below each threshold, val mAP    ``W/sweep.json``, ``W/sweep.md``
+plan        choose filters (singh: zero fractions after the       ``W/plan.json`` (edit it before
+            chosen threshold; l1/taylor: lowest ``ratio``;        ``apply`` if you like);
+            iterative: prune + fine-tune ``iterations - 1`` times ``W/iter_<i>/`` per extra step
+            first)
+apply       remove the plan's filters for real                    ``W/pruned.pth``
+retrain     train the pruned model with the original loss         ``W/retrain/`` run, ``W/retrained.pth``
+report      original vs pruned vs retrained: params, FLOPs, ONNX  ``W/report.{json,md,png}``,
+            size, ONNX Runtime latency (same run, same threads),  ``W/onnx/*.onnx``
+            mAP50 and AP
+=========== ===================================================== ==============================
+
+``W/pipeline.json`` records the source checkpoint and method; a work dir made from another source
+is refused. Training stages continue an interrupted run only with ``resume=True`` (``--resume``),
+otherwise a half-finished run is an error rather than silently restarted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+
+from detkd.config import read_split
+from detkd.engine.checkpoint import best_checkpoint, load_checkpoint_file, load_detector, save_detector
+from detkd.engine.evaluate import check_classes, evaluate_model
+from detkd.engine.model import DetectorModel
+from detkd.fileio import atomic_write_json
+from detkd.prune.groups import PruningGraph, resolve_layer_set
+from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
+from detkd.prune.options import PruneOptions
+from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
+from detkd.prune.sparsity import SparsityModel, choose_threshold, threshold_sweep, zero_below
+
+__all__ = ["PipelineError", "PrunePipeline", "load_source"]
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run: an unfinished run without resume, or a work dir of another run."""
+
+
+def load_source(cfg: Config, path: str | Path, trust: bool = False) -> nn.Module:
+    """The model to prune: a detkd checkpoint (rebuilt from its own spec), or a torchvision SSD
+    state dict loaded into the config's model."""
+    from detkd.models.ssd import load_torchvision_ssd
+
+    checkpoint = load_checkpoint_file(path, trust=trust)
+    if isinstance(checkpoint.get("meta"), dict) and "detkd" in checkpoint["meta"]:
+        return load_detector(path, trust=trust)
+    from detkd.engine.runner import build_detector
+
+    train = read_split(dict(cfg.data), "train")
+    model = build_detector(dict(cfg.model), train.class_names, int(cfg.imgsz), train)
+    load_torchvision_ssd(model, path)
+    return model
+
+
+class PrunePipeline:
+    """Runs the stages of :mod:`detkd.prune.pipeline` for one config, source checkpoint and work dir."""
+
+    def __init__(self, cfg: Config, checkpoint: str | Path, work_dir: str | Path, trust: bool = False,
+                 launcher: str = "none", resume: bool = False, command: str = "") -> None:
+        self.cfg = cfg
+        self.command = command
+        self.opts = PruneOptions.from_dict(cfg.get("prune"))
+        self.checkpoint = Path(checkpoint)
+        self.work_dir = Path(work_dir)
+        self.trust, self.launcher, self.resume = trust, launcher, resume
+        self.imgsz = int(cfg.imgsz)
+        self._check_work_dir()
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def _check_work_dir(self) -> None:
+        record = self.work_dir / "pipeline.json"
+        mine = {"checkpoint": str(self.checkpoint.resolve()), "method": self.opts.method}
+        if record.is_file():
+            old = json.loads(record.read_text())
+            if any(old.get(k) != v for k, v in mine.items()):
+                raise PipelineError(f"{self.work_dir} holds a {old.get('method')} run from {old.get('checkpoint')}; "
+                                 f"use another --work-dir for {mine['method']} from {mine['checkpoint']}")
+        else:
+            atomic_write_json(record, mine)
+
+    def path(self, name: str) -> Path:
+        return self.work_dir / name
+
+    def source(self) -> nn.Module:
+        model = load_source(self.cfg, self.checkpoint, self.trust)
+        check_classes(model, read_split(dict(self.cfg.data), "train"), str(self.checkpoint))
+        if int(model.imgsz) != self.imgsz:
+            raise ValueError(f"{self.checkpoint}: model input size {model.imgsz}, config imgsz {self.imgsz}")
+        return model
+
+    def layers(self, model: nn.Module) -> list[str]:
+        return resolve_layer_set(model, self.opts.layers)
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        index = read_split(dict(self.cfg.data), self.opts.eval_split)
+        metrics, _ = evaluate_model(model, index, progress=False)
+        return metrics
+
+    def _train(self, name: str, model: nn.Module, epochs: int, lr: float | None, wrap: Any = None) -> nn.Module:
+        """Train ``model`` for ``epochs`` in ``W/<name>`` on the config's data and schedule; returns
+        the model of the run's best (AP50) checkpoint, or its last epoch's when ``wrap`` is given."""
+        from detkd.engine.runner import build_runner
+
+        work = self.path(name)
+        if not (work / f"epoch_{epochs}.pth").is_file():
+            partial = (work / "last_checkpoint").is_file()
+            if partial and not self.resume:
+                raise PipelineError(f"{work} holds an unfinished run; pass --resume to continue it (or remove the folder)")
+            cfg = copy.deepcopy(self.cfg)
+            cfg.train.epochs = int(epochs)
+            if lr is not None:
+                cfg.optim_wrapper.optimizer.lr = float(lr)
+            model_for_runner = (wrap or DetectorModel)(model)
+            runner = build_runner(cfg, work, resume=partial, launcher=self.launcher, make_model=lambda _: model_for_runner)
+            runner.train()
+        final = work / f"epoch_{epochs}.pth" if wrap is not None else best_checkpoint(work)
+        return load_detector(final)
+
+    # ---- stages --------------------------------------------------------------------------------
+    def run(self, stages: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run ``stages`` (default: all of this method's, skipping finished ones); a stage named
+        explicitly always runs. Returns the report when it ran."""
+        wanted = list(stages or self.opts.stages)
+        unknown = [s for s in wanted if s not in self.opts.stages]
+        if unknown:
+            raise ValueError(f"stages {unknown} are not part of the {self.opts.method} pipeline {list(self.opts.stages)}")
+        artefact = {"sparsity": "sparse.pth", "sweep": "sweep.json", "plan": "plan.json", "apply": "pruned.pth",
+                    "retrain": "retrained.pth", "report": "report.json"}
+        result: dict[str, Any] = {}
+        for stage in self.opts.stages:
+            if stage not in wanted or (stages is None and self.path(artefact[stage]).is_file()):
+                continue
+            print(f"[prune] stage {stage}", flush=True)
+            result = getattr(self, f"stage_{stage}")() or {}
+        return result
+
+    def _need(self, name: str, stage: str) -> Path:
+        path = self.path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: run the {stage} stage first")
+        return path
+
+    def stage_sparsity(self) -> None:
+        model = self.source()
+        layers, opts = self.layers(model), self.opts.sparsity
+        trained = self._train("sparsity", model, opts.epochs, opts.lr,
+                              wrap=lambda det: SparsityModel(det, layers, opts.weight))
+        save_detector(trained, self.path("sparse.pth"))
+
+    def stage_sweep(self) -> None:
+        from detkd.engine.results import markdown_table, write_markdown
+
+        model = load_detector(self._need("sparse.pth", "sparsity"))
+        layers, opts = self.layers(model), self.opts.sweep
+        thresholds = list(opts.thresholds)
+        if not thresholds:
+            magnitudes = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in layers])
+            thresholds = [float(torch.quantile(magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]], q))
+                          for q in opts.quantiles]
+        rows = threshold_sweep(model, layers, thresholds, self.evaluate)
+        chosen = choose_threshold(rows, opts.max_drop)
+        atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
+                                                    "split": self.opts.eval_split})
+        for row in rows:
+            row["chosen"] = row is chosen
+        write_markdown(self.path("sweep.md"), markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
+        print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}")
+
+    def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
+        layers, opts = self.layers(model), self.opts
+        if opts.method == "singh":
+            threshold = json.loads(self._need("sweep.json", "sweep").read_text())["chosen"]["threshold"]
+            thresholded = copy.deepcopy(model)
+            zero_below(thresholded, layers, threshold)
+            removed = singh_selection(PruningGraph(thresholded), layers, opts.select.out_fraction, opts.select.in_fraction,
+                                      opts.select.combine, opts.min_keep)
+            return make_plan(model, removed, "singh", threshold=threshold, **vars(opts.select))
+        if opts.method == "l1":
+            importance: Any = L1Importance()
+        else:
+            importance = TaylorImportance().collect(model, layers, self._taylor_batches(), _loss)
+        removed = plan_by_ratio(PruningGraph(model), layers, importance, ratio, opts.scope, opts.min_keep)
+        return make_plan(model, removed, opts.method, ratio=opts.ratio, step_ratio=ratio, scope=opts.scope, step=name)
+
+    def _taylor_batches(self) -> list[Any]:
+        from detkd.data.collate import build_dataloader
+        from detkd.data.dataset import DetectionDataset
+        from detkd.data.transforms import build_eval_transform
+        from detkd.engine.model import DetDataPreprocessor
+
+        index = read_split(dict(self.cfg.data), "train")
+        loader = build_dataloader(DetectionDataset(index, build_eval_transform(self.imgsz)), int(self.cfg.train.batch_size), shuffle=True)
+        prep, out = DetDataPreprocessor(), []
+        for batch in loader:
+            out.append(prep(batch))
+            if len(out) >= self.opts.taylor_batches:
+                break
+        return out
+
+    def _plan_source(self) -> nn.Module:
+        if self.opts.method == "singh":
+            return load_detector(self._need("sparse.pth", "sparsity"))
+        steps = self.opts.iterations
+        return load_detector(self.path(f"iter_{steps - 1}") / "finetuned.pth") if steps > 1 else self.source()
+
+    def stage_plan(self) -> None:
+        opts = self.opts
+        if opts.method != "singh" and opts.iterations > 1:  # prune + fine-tune all steps but the last
+            step_ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.iterations)
+            model = self.source()
+            for step in range(1, opts.iterations):
+                folder = self.path(f"iter_{step}")
+                if not (folder / "finetuned.pth").is_file():
+                    plan = self._plan_once(model, step_ratio, f"iter_{step}")
+                    plan.save(folder / "plan.json")
+                    model = apply_plan(model, plan)
+                    model = self._train(f"iter_{step}/finetune", model, opts.finetune_epochs, opts.retrain_lr)
+                    save_detector(model, folder / "finetuned.pth")
+                model = load_detector(folder / "finetuned.pth")
+            plan = self._plan_once(model, step_ratio, f"iter_{opts.iterations}")
+        else:
+            plan = self._plan_once(self._plan_source(), opts.ratio, "one-shot")
+        plan.save(self.path("plan.json"))
+        print(f"[prune] {plan.summary()}\n[prune] plan written to {self.path('plan.json')}")
+
+    def stage_apply(self) -> None:
+        plan = PruningPlan.load(self._need("plan.json", "plan"))
+        pruned = apply_plan(self._plan_source(), plan)
+        save_detector(pruned, self.path("pruned.pth"))
+
+    def stage_retrain(self) -> None:
+        model = load_detector(self._need("pruned.pth", "apply"))
+        trained = self._train("retrain", model, self.opts.retrain_epochs, self.opts.retrain_lr)
+        save_detector(trained, self.path("retrained.pth"))
+
+    def stage_report(self) -> dict[str, Any]:
+        from detkd.prune.report import write_report
+
+        models = {"original": self.source(), "pruned": load_detector(self._need("pruned.pth", "apply"))}
+        if self.path("retrained.pth").is_file():
+            models["retrained"] = load_detector(self.path("retrained.pth"))
+        index = read_split(dict(self.cfg.data), self.opts.eval_split)
+        return write_report(models, index, self.work_dir, self.opts, self.opts.threads, self.command)
+
+
+def _loss(detector: nn.Module, batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> torch.Tensor:
+    images, targets = batch
+    return sum(detector.loss(detector(images), targets).values())  # type: ignore[return-value]

@@ -1,0 +1,127 @@
+"""tools/prune.py end to end on a tiny SSD: every stage of each method, plan editing, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detkd.data.synthetic import generate_synthetic
+from detkd.engine.benchmark import count_params
+from detkd.engine.checkpoint import load_detector
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/prune/ssd_cpu_synthetic.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prune_synth")
+    generate_synthetic(root, seed=2, counts={"train": 12, "val": 6, "test": 0, "unlabeled": 0}, size=96, workers=1, progress=False)
+    return root
+
+
+def _options(data_root: Path) -> list[str]:
+    return [f"data.root={data_root}", "data.generate=None", "imgsz=64", "model.width=0.125", "train.batch_size=4",
+            "train.num_workers=1", "train.log_interval=1", "prune.min_keep=2", "prune.sparsity.epochs=1",
+            "prune.retrain_epochs=1", "prune.sweep.quantiles=[0.5,0.9]", "prune.threads=1"]
+
+
+def _run(tool: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ssd(tiny_data, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("ssd")
+    _run("train.py", "configs/train/ssd_cpu_synthetic.py", "--work-dir", str(work), "--cfg-options",
+         *_options(tiny_data)[:6], "train.epochs=2")
+    return work / "epoch_2.pth"
+
+
+def _prune(ssd: Path, work: Path, data: Path, *extra: str, options: tuple[str, ...] = (), ok: bool = True):
+    return _run("prune.py", CONFIG, "--checkpoint", str(ssd), "--work-dir", str(work), *extra,
+                "--cfg-options", *_options(data), *options, ok=ok)
+
+
+def test_singh_pipeline_every_stage_then_skip_then_resume(ssd, tiny_data, tmp_path):
+    work = tmp_path / "singh"
+    out = _prune(ssd, work, tiny_data).stdout
+    for stage in ("sparsity", "sweep", "plan", "apply", "retrain", "report"):
+        assert f"[prune] stage {stage}" in out
+    for artefact in ("sparse.pth", "sweep.json", "sweep.md", "plan.json", "pruned.pth", "retrained.pth",
+                     "report.json", "report.md", "report.png", "onnx/pruned.onnx"):
+        assert (work / artefact).is_file(), artefact
+    sweep = json.loads((work / "sweep.json").read_text())
+    assert [r["threshold"] for r in sweep["rows"]][0] == 0.0 and len(sweep["rows"]) == 3
+    report = json.loads((work / "report.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["original", "pruned", "retrained"] and rows["retrained"]["retrained"] is True
+    assert rows["pruned"]["params"] < rows["original"]["params"] and rows["pruned"]["method"] == "singh"
+    assert rows["original"]["method"] == "unpruned" and rows["pruned"]["onnx_size_mb"] < rows["original"]["onnx_size_mb"]
+    plan = json.loads((work / "plan.json").read_text())
+    pruned = load_detector(work / "pruned.pth")  # no config: shapes come with the checkpoint
+    assert count_params(pruned) == plan["params_after"] == rows["pruned"]["params"]
+    for layer in plan["layers"]:
+        assert pruned.get_submodule(layer["name"]).out_channels == len(layer["kept"])
+    # eval tool on the retrained, pruned checkpoint with the original training config
+    _run("eval.py", "configs/train/ssd_cpu_synthetic.py", str(work / "retrained.pth"), "--cfg-options", *_options(tiny_data)[:4])
+    # finished stages are skipped
+    assert "[prune] stage" not in _prune(ssd, work, tiny_data).stdout
+    # a longer retraining continues the interrupted run only with --resume
+    proc = _prune(ssd, work, tiny_data, "--stage", "retrain", options=("prune.retrain_epochs=2",), ok=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    _prune(ssd, work, tiny_data, "--stage", "retrain", "--resume", options=("prune.retrain_epochs=2",))
+    assert (work / "retrain" / "epoch_2.pth").is_file()
+    assert load_detector(work / "retrained.pth").detkd_pruned["plans"][0]["method"] == "singh"
+
+
+def test_l1_plan_edit_apply_and_add_to_results(ssd, tiny_data, tmp_path):
+    work = tmp_path / "l1"
+    _prune(ssd, work, tiny_data, "--method", "l1", "--ratio", "0.5", "--stage", "plan")
+    assert not (work / "pruned.pth").exists()
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["method"] == "l1" and all(len(layer["removed"]) == round(0.5 * layer["channels"]) for layer in plan["layers"])
+    plan["layers"][0]["removed"] = [0]  # a user's edit: keep more of the first conv
+    (work / "plan.json").write_text(json.dumps(plan))
+    proc = _prune(ssd, work, tiny_data, "--method", "l1", "--stage", "retrain", ok=False)
+    assert proc.returncode == 2 and "run the apply stage first" in proc.stderr
+    results = tmp_path / "benchmark.json"
+    results.write_text(json.dumps({"machine": {"cpu": "x"}, "command": "tools/benchmark.py ...", "rows": []}))
+    _prune(ssd, work, tiny_data, "--method", "l1", "--stage", "apply", "report", "--add-to", str(results))
+    first = load_detector(work / "pruned.pth").get_submodule(plan["layers"][0]["name"])
+    assert first.out_channels == plan["layers"][0]["channels"] - 1
+    added = json.loads(results.read_text())
+    assert [r["name"] for r in added["rows"]] == ["l1:original", "l1:pruned"] and added["command"] == "tools/benchmark.py ..."
+    assert (tmp_path / "benchmark.png").is_file()
+    # another method in the same work dir is refused
+    proc = _prune(ssd, work, tiny_data, "--method", "taylor", ok=False)
+    assert proc.returncode == 2 and "holds a l1 run" in proc.stderr
+
+
+def test_taylor_iterative_pruning(ssd, tiny_data, tmp_path):
+    work = tmp_path / "taylor"
+    _prune(ssd, work, tiny_data, "--method", "taylor", "--ratio", "0.64",
+           options=("prune.iterations=2", "prune.finetune_epochs=1", "prune.taylor_batches=2", "prune.scope=global"))
+    assert (work / "iter_1" / "plan.json").is_file() and (work / "iter_1" / "finetuned.pth").is_file()
+    first = json.loads((work / "iter_1" / "plan.json").read_text())
+    second = json.loads((work / "plan.json").read_text())
+    assert first["options"]["step_ratio"] == pytest.approx(0.4)  # 1 - sqrt(1 - 0.64)
+    total = sum(layer["channels"] for layer in first["layers"])
+    removed = sum(len(layer["removed"]) for layer in first["layers"])
+    assert 0.38 * total <= removed <= round(0.4 * total)  # ranked globally; min_keep spares a few
+    assert [layer["channels"] for layer in second["layers"]] == [len(layer["kept"]) for layer in first["layers"]]
+    assert json.loads((work / "report.json").read_text())["rows"][-1]["retrained"] is True
+
+
+def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    proc = _prune(tmp_path / "nope.pth", tmp_path / "w", tiny_data, ok=False)
+    assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
