@@ -153,7 +153,7 @@ class DistillModel(DetectorModel):
             self.teacher.to(images.device)
         tmap = self.teacher(images)
         if self.cfg.noise_sigma > 0:
-            logits = tmap.cls_logits if tmap.cls_logits is not None else torch.log(tmap.cls.clamp(min=1e-6))
+            logits = tmap.logits()
             noisy = noisy_teacher(logits, self.cfg.noise_sigma)
             cls = torch.softmax(noisy, dim=-1)
             if tmap.valid is not None:
@@ -193,7 +193,7 @@ class DistillModel(DetectorModel):
         if cfg.objectness_kd:
             terms.update(objectness_scaled_kd(raw, kd_targets, cfg.lambda_d, cfg.scale_by_objectness))
         if cfg.hinton_weight > 0 or cfg.logit_l2_weight > 0:
-            t_logits = tmap.cls_logits if tmap.cls_logits is not None else torch.log(tmap.cls.clamp(min=1e-6))
+            t_logits = tmap.logits()
             scale = kd_targets.obj if cfg.scale_by_objectness else torch.ones_like(kd_targets.obj)
             weight = scale.detach() * kd_targets.cls_weight.detach()
             bsz = raw.shape[0]

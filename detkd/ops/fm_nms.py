@@ -65,6 +65,10 @@ class TeacherMap:
         """Float[B, A, S_h, S_w]: 1 where the slot holds a candidate, else 0."""
         return torch.ones_like(self.obj) if self.valid is None else self.valid.to(self.obj.dtype)
 
+    def logits(self) -> torch.Tensor:
+        """Float[B, A, S_h, S_w, K]: ``cls_logits``, or ``log(cls)`` (clamped at 1e-6) when the teacher gave none."""
+        return self.cls_logits if self.cls_logits is not None else torch.log(self.cls.clamp(min=1e-6))
+
 
 @dataclass
 class TeacherTargets:

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Pruning benchmark: the CPU-scale SSD trained on BCCD, pruned by each method, retrained with one budget.
+
+    python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
+        [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
+        [--only singh l1 taylor ssd300] [--threads 2]
+
+Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
+dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
+trained SSD, 320 px, val split), then per method and ratio the pruned model before (``retrained``
+false) and after retraining (true). ``singh`` trains ``--sparsity-epochs`` with the L1 penalty and
+lets the validation sweep and the zero fractions decide how much goes (``ratio`` is the resulting
+fraction of filters removed); ``l1`` and ``taylor`` remove ``--ratios`` of every conv's filters
+(one-shot). Every method retrains ``--retrain-epochs`` with the original loss. The report measures
+original, pruned and retrained in one process with the same threads, so ``speedup`` is against the
+original timed in the same run.
+
+``ssd300`` rows: torchvision's SSD300-VGG16 at paper scale (random weights, 21 VOC classes, 300 px)
+pruned with L1 at each ratio: params, FLOPs, ONNX size and latency only (mAP is None; retraining it
+is too slow for a 2-core CPU).
+
+Resumable: the tool resumes its stages; rows already in the results file are skipped.
+Outputs: benchmarks/results/prune_ssd.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import detkd  # noqa: F401  (offline environment first)
+from detkd.engine.benchmark import machine_info
+from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+WORK = REPO / "benchmarks" / "work" / "prune_ssd"
+COLUMNS = ["method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops", "onnx_size_mb",
+           "onnx_latency_ms", "speedup", "mAP50", "AP"]
+VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+               "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the trained CPU-scale SSD (tools/train.py configs/train/ssd_cpu_bccd.py)")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="BCCD root")
+    parser.add_argument("--retrain-epochs", type=int, default=10)
+    parser.add_argument("--sparsity-epochs", type=int, default=10)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7])
+    parser.add_argument("--only", nargs="+", choices=["singh", "l1", "taylor", "ssd300"], default=["singh", "l1", "taylor", "ssd300"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--retime", action="store_true",
+                        help="re-run the report stage (evaluation + latency) of every finished BCCD row, one after the other on a quiet machine")
+    return parser.parse_args()
+
+
+def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages: list[str] | None = None) -> list[dict]:
+    """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
+    work = WORK / (method if ratio is None else f"{method}_{ratio:g}")
+    cmd = [sys.executable, "tools/prune.py", "configs/prune/ssd_cpu_bccd.py", "--checkpoint", str(args.checkpoint),
+           "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
+           f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}"]
+    if ratio is not None:
+        cmd += ["--ratio", str(ratio)]
+    if stages:
+        cmd += ["--stage", *stages]
+    if (work / "retrain" / "last_checkpoint").is_file() or (work / "sparsity" / "last_checkpoint").is_file():
+        cmd.append("--resume")
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    report = json.loads((work / "report.json").read_text())
+    plan = json.loads((work / "plan.json").read_text())
+    removed = sum(len(layer["removed"]) for layer in plan["layers"]) / sum(layer["channels"] for layer in plan["layers"])
+    rows = []
+    for row in report["rows"]:
+        row = {k: v for k, v in row.items() if k not in ("onnx_outputs",)}
+        row.update(dataset="bccd", split="val", work_dir=str(work.relative_to(REPO)))
+        if row["method"] == "unpruned":
+            row.update(name="bccd_unpruned", ratio=0.0, epochs=None)
+        else:
+            row.update(name=f"bccd_{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}",
+                       ratio=round(removed, 3), requested_ratio=ratio,
+                       epochs=args.retrain_epochs if row["retrained"] else 0,
+                       sparsity_epochs=args.sparsity_epochs if method == "singh" else 0)
+        rows.append(row)
+    return rows
+
+
+def ssd300_rows(args: argparse.Namespace) -> list[dict]:
+    """torchvision SSD300-VGG16 (random init) pruned with L1: surgery and speed at paper scale."""
+    import torch
+
+    from detkd.engine.benchmark import benchmark_detector
+    from detkd.models.factory import build_model
+    from detkd.prune.groups import PruningGraph, resolve_layer_set
+    from detkd.prune.importance import L1Importance
+    from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
+
+    rows = []
+    for ratio in [0.0, *args.ratios]:
+        torch.manual_seed(0)
+        model = build_model("ssd300_vgg16", class_names=VOC_CLASSES).eval()
+        if ratio:
+            graph = PruningGraph(model)
+            removed = plan_by_ratio(graph, resolve_layer_set(model, "all"), L1Importance(), ratio)
+            apply_plan(model, make_plan(model, removed, "l1", ratio=ratio), graph)
+        row = benchmark_detector(model, 300, args.threads, WORK / "onnx" / f"ssd300_l1_{ratio:g}.onnx")
+        row.pop("onnx_outputs", None)
+        row.update(name=f"ssd300_l1_{ratio:g}", dataset="voc_shape_random_weights", method="l1" if ratio else "unpruned",
+                   ratio=ratio, retrained=False, epochs=None, mAP50=None, AP=None)
+        rows.append(row)
+        print(f"ssd300 l1 {ratio:g}: {row['params'] / 1e6:.2f}M params, onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
+    for row in rows:
+        row["speedup"] = rows[0]["onnx_latency_ms"] / row["onnx_latency_ms"]
+        row["param_ratio"] = rows[0]["params"] / row["params"]
+    return rows
+
+
+def main() -> int:
+    args = parse_args()
+    command = "python benchmarks/prune_ssd.py " + " ".join(sys.argv[1:])
+    results = ResultsFile(RESULTS / "prune_ssd.json", machine_info(args.threads), command.strip())
+    jobs: list[tuple[str, float | None]] = []
+    for method in args.only:
+        if method == "singh":
+            jobs.append(("singh", None))
+        elif method in ("l1", "taylor"):
+            jobs += [(method, r) for r in args.ratios]
+    for method, ratio in jobs:
+        if args.retime:
+            if results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd"):
+                for row in prune_row(method, ratio, args, ["report"]):
+                    results.add({**row, "command": command}, key=("name", "dataset"))
+            continue
+        if results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd"):
+            continue
+        for row in prune_row(method, ratio, args):
+            if row["method"] == "unpruned" and results.has(method="unpruned", dataset="bccd"):
+                continue
+            results.add({**row, "command": command}, key=("name", "dataset"))
+    if "ssd300" in args.only and (args.retime or not results.has(dataset="voc_shape_random_weights")):
+        for row in ssd300_rows(args):
+            results.add({**row, "command": command}, key=("name", "dataset"))
+    write_report(results)
+    return 0
+
+
+def write_report(results: ResultsFile) -> None:
+    m = results.data["machine"]
+    bccd = [r for r in results.rows if r["dataset"] == "bccd"]
+    big = [r for r in results.rows if r["dataset"] == "voc_shape_random_weights"]
+    note = (f"ONNX Runtime, batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
+            f"onnxruntime {m['onnxruntime']}. `speedup`/`param_ratio`: against the unpruned model timed in the same run.")
+    text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs). {note}\n\n" + markdown_table(bccd, COLUMNS)
+            + f"\n**SSD300-VGG16** (torchvision architecture, random weights, 21 classes, 300 px; no mAP). {note}\n\n"
+            + markdown_table(big, ["method", "ratio", "params", "param_ratio", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup"]))
+    write_markdown(RESULTS / "prune_ssd.md", text)
+    if bccd:
+        plot_map_vs_fps([dict(r, name=f"{r['method']} {r['ratio']:g}{'' if r['retrained'] else ' (no retrain)'}")
+                         for r in bccd], RESULTS / "prune_ssd.png", "SSD pruning on BCCD: mAP50 vs ONNX Runtime FPS")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
