@@ -1,0 +1,116 @@
+"""Binarized layers against hand-computed values: sign, straight-through gradients, BNN and XNOR convs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from detkd.models.binary import (
+    BinaryActivation, BinaryConv2d, clip_latent_weights_, sign_ste, stochastic_sign, xnor_input_scale,
+)
+
+
+def test_sign_forward_and_straight_through_mask():
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], requires_grad=True)
+    y = sign_ste(x)
+    assert y.tolist() == [-1, -1, -1, 1, 1, 1, 1]  # sign(0) = +1: outputs are exactly +-1
+    y.backward(torch.arange(1.0, 8.0))
+    assert x.grad.tolist() == [0, 2, 3, 4, 5, 6, 0]  # g * 1{|x| <= 1}
+
+
+def test_stochastic_sign_probabilities_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0], requires_grad=True)
+    y = stochastic_sign(base.repeat(20000, 1), generator=gen)
+    assert set(y.unique().tolist()) == {-1.0, 1.0}
+    p_plus = (y == 1).float().mean(0)
+    assert p_plus[0] == 0 and p_plus[1] == 0 and p_plus[4] == 1  # hard_sigmoid(-3), (-1), (1)
+    assert abs(float(p_plus[2]) - 0.5) < 0.015 and abs(float(p_plus[3]) - 0.75) < 0.015
+    y.sum().backward()
+    assert base.grad.tolist() == [0, 20000, 20000, 20000, 20000]
+    act = BinaryActivation(stochastic=True).eval()  # deterministic outside training
+    assert act(torch.tensor([0.2, -0.2])).tolist() == [1, -1]
+
+
+def _conv(mode: str, bias: bool = False) -> BinaryConv2d:
+    conv = BinaryConv2d(1, 1, 2, stride=1, padding=0, bias=bias, mode=mode)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[0.3, -0.2], [0.0, -0.7]]]]))  # sign: [[1, -1], [1, -1]], mean |W| = 0.3
+    return conv
+
+
+X = torch.tensor([[[[0.5, -1.0, 2.0], [-0.1, 0.0, 0.3], [1.0, 1.0, -2.0]]]])  # sign: [[1,-1,1],[-1,1,1],[1,1,-1]]
+
+
+def test_bnn_conv_hand_computed():
+    out = _conv("bnn")(X)
+    # window (0,0): [1,-1;-1,1] . [1,-1;1,-1] = 1+1-1-1 = 0;  (0,1): [-1,1;1,1] . W = -1-1+1-1 = -2
+    # window (1,0): [-1,1;1,1] . W = -2;                     (1,1): [1,1;1,-1] . W = 1-1+1+1 = 2
+    assert out.tolist() == [[[[0.0, -2.0], [-2.0, 2.0]]]]
+
+
+def test_xnor_scaling_values_and_output():
+    conv = _conv("xnor")
+    assert torch.allclose(conv.alpha(), torch.tensor([0.3]))
+    k = xnor_input_scale(X, (2, 2), 1, (0, 0), 1)
+    # one channel: A = |x|; K = mean of |x| over each 2x2 window
+    expected_k = torch.tensor([[[[(0.5 + 1.0 + 0.1 + 0.0) / 4, (1.0 + 2.0 + 0.0 + 0.3) / 4],
+                                 [(0.1 + 0.0 + 1.0 + 1.0) / 4, (0.0 + 0.3 + 1.0 + 2.0) / 4]]]])
+    assert torch.allclose(k, expected_k)
+    assert torch.allclose(conv(X), torch.tensor([[[[0.0, -2.0], [-2.0, 2.0]]]]) * expected_k * 0.3)
+    # channel mean and zero padding: two channels, padding 1, 3x3 box at the corner sees 4 real pixels of 9
+    x2 = torch.stack([X[0, 0], 3 * X[0, 0]]).unsqueeze(0)
+    k2 = xnor_input_scale(x2, (3, 3), 1, (1, 1), 1)
+    a = (X[0, 0].abs() + 3 * X[0, 0].abs()) / 2
+    assert torch.isclose(k2[0, 0, 0, 0], a[:2, :2].sum() / 9)
+
+
+def test_weight_gradients_straight_through_and_through_alpha():
+    conv = _conv("bnn")
+    with torch.no_grad():
+        conv.weight[0, 0, 1, 1] = -1.5  # outside [-1, 1]: the STE passes no gradient
+    conv(X).sum().backward()
+    # d sum(out) / d Wb[i, j] = sum over windows of sign(x) at offset (i, j)
+    sx = torch.sign(X[0, 0]).where(X[0, 0] != 0, torch.ones(()))
+    grad_wb = torch.stack([torch.stack([sx[i:i + 2, j:j + 2].sum() for j in range(2)]) for i in range(2)])
+    expected = torch.tensor([[0.3, -0.2], [0.0, -1.5]]).abs().le(1).float() * grad_wb.T.T
+    assert torch.allclose(conv.weight.grad[0, 0], expected)
+    assert conv.weight.grad[0, 0, 1, 1] == 0
+    # XNOR: alpha = mean|W| also carries gradient: d/dW of (S * mean|W|) adds S_total * sign(W) / n
+    xconv = _conv("xnor")
+    xconv(X).sum().backward()
+    k = xnor_input_scale(X, (2, 2), 1, (0, 0), 1)[0, 0]
+    s = torch.tensor([[0.0, -2.0], [-2.0, 2.0]])
+    grad_via_sign = torch.stack([torch.stack([(sx[i:i + 2, j:j + 2] * k).sum() for j in range(2)]) for i in range(2)]) * 0.3
+    grad_via_alpha = (s * k).sum() * torch.sign(torch.tensor([[0.3, -0.2], [0.0, -0.7]])) / 4
+    assert torch.allclose(xconv.weight.grad[0, 0], grad_via_sign + grad_via_alpha, atol=1e-6)
+
+
+def test_input_gradient_is_masked_and_binary_weights_only_mode():
+    conv = _conv("bnn")
+    x = X.clone().requires_grad_(True)
+    conv(x).sum().backward()
+    assert x.grad[0, 0, 0, 2] == 0 and x.grad[0, 0, 2, 2] == 0  # |x| = 2 > 1
+    real_in = BinaryConv2d(1, 1, 2, bias=False, binarize_input=False)
+    real_in.weight.data = conv.weight.data.clone()
+    expected = nn.functional.conv2d(X, torch.sign(conv.weight.data).where(conv.weight.data != 0, torch.ones(())))
+    assert torch.allclose(real_in(X), expected)
+
+
+def test_from_conv_and_clip():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight[0] *= 50
+    binary = BinaryConv2d.from_conv(conv, mode="xnor")
+    assert binary.weight.abs().max() <= 1 and torch.equal(binary.bias, conv.bias)
+    assert binary(torch.randn(2, 3, 9, 9)).shape == conv(torch.randn(2, 3, 9, 9)).shape == (2, 5, 5, 5)
+    with torch.no_grad():
+        binary.weight[1] = 3.0
+    clip_latent_weights_(nn.Sequential(binary))
+    assert binary.weight.abs().max() == 1
+    with pytest.raises(ValueError):
+        BinaryConv2d(4, 4, 3, groups=2)
+    with pytest.raises(ValueError):
+        BinaryConv2d(4, 4, 3, mode="ternary")
