@@ -1,4 +1,12 @@
 # Pruning settings every configs/prune/*.py starts from (tools/prune.py; detkd/prune/options.py checks them).
+from mmengine.optim import CosineAnnealingLR, LinearLR
+
+# Fine-tuning a trained model: a short warm-up (the training default's 100 iterations would be most
+# of a 10-epoch run on a small dataset), then cosine to the end of each training stage.
+param_scheduler = [
+    dict(type=LinearLR, start_factor=0.1, by_epoch=False, begin=0, end=10),
+    dict(type=CosineAnnealingLR, by_epoch=True, begin=0, eta_min=1e-5),
+]
 prune = dict(
     method="singh",          # singh (Singh et al. 2019: L1 sparsity -> threshold sweep -> selection) | l1 | taylor
     layers="all",            # a layer set of the detector (ssd_cpu / ssd300_vgg16: vgg, stage5, extra, all) or conv names

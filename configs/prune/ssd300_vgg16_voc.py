@@ -5,8 +5,8 @@ from mmengine.config import read_base
 
 with read_base():
     from .._base_.datasets.voc import *  # noqa: F401,F403
-    from .._base_.prune import *  # noqa: F401,F403
     from .._base_.schedules.sgd_cosine import *  # noqa: F401,F403
+    from .._base_.prune import *  # noqa: F401,F403
 
 model = dict(name="ssd300_vgg16")
 imgsz = 300

@@ -5,8 +5,8 @@ from mmengine.config import read_base
 
 with read_base():
     from .._base_.datasets.bccd import *  # noqa: F401,F403
-    from .._base_.prune import *  # noqa: F401,F403
     from .._base_.schedules.adamw_cosine import *  # noqa: F401,F403
+    from .._base_.prune import *  # noqa: F401,F403
 
 model = dict(name="ssd_cpu", width=0.25)
 train.update(epochs=30, batch_size=16, val_interval=5)  # noqa: F405
