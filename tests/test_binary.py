@@ -114,3 +114,39 @@ def test_from_conv_and_clip():
         BinaryConv2d(4, 4, 3, groups=2)
     with pytest.raises(ValueError):
         BinaryConv2d(4, 4, 3, mode="ternary")
+
+
+def test_binarized_student_keeps_first_and_prediction_convs_trains_and_reloads(tmp_path):
+    from detkd.engine.checkpoint import load_detector, save_detector
+    from detkd.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.125, binary={"mode": "xnor", "keep_1x1": True})
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    binary = [n for n, m in convs.items() if isinstance(m, BinaryConv2d)]
+    first = next(iter(convs))
+    assert first not in binary and "head.conv" not in binary and binary
+    assert all(convs[n].kernel_size != (1, 1) for n in binary)  # keep_1x1
+    every = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.125, binary={"mode": "bnn"})
+    assert sum(isinstance(m, BinaryConv2d) for m in every.modules()) > len(binary)
+    images = torch.rand(4, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])}] * 4
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    model.train()
+    for _ in range(15):
+        loss = sum(model.loss(model(images), targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clip_latent_weights_(model)
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(m.weight.abs().max() <= 1 for m in model.modules() if isinstance(m, BinaryConv2d))
+    path = save_detector(model, tmp_path / "binary.pth")
+    loaded = load_detector(path).eval()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))
+    with pytest.raises(ValueError, match="unknown binary settings"):
+        build_model("fyolo", class_names=["a"], imgsz=64, width=0.125, binary={"bits": 1})

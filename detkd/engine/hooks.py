@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from detkd.models.factory import model_spec
 
-__all__ = ["CheckpointMetaHook", "EpochSeedHook", "ProgressBarHook", "from_plain", "to_plain"]
+__all__ = ["CheckpointMetaHook", "EpochSeedHook", "LatentWeightClipHook", "ProgressBarHook", "from_plain", "to_plain"]
 
 _BUFFER = "__history_buffer__"
 
@@ -110,3 +110,22 @@ class EpochSeedHook(Hook):
         dataset = runner.train_dataloader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(runner.epoch, runner.rank)
+
+
+class LatentWeightClipHook(Hook):
+    """BNN training: after every optimizer step, clip the latent weights of the detector's binary
+    convs to [-1, 1] (outside it the straight-through gradient is zero). Does nothing for a model
+    without binary layers."""
+
+    priority = "LOW"
+
+    def before_train(self, runner: Any) -> None:
+        from detkd.models.binary import BinaryConv2d
+
+        self._active = any(isinstance(m, BinaryConv2d) for m in _detector(runner).modules())
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if getattr(self, "_active", False):
+            from detkd.models.binary import clip_latent_weights_
+
+            clip_latent_weights_(_detector(runner))

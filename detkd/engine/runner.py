@@ -28,7 +28,7 @@ from detkd.data.transforms import AugmentConfig, build_eval_transform, build_tra
 from detkd.data.writers import coco_dict
 from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
-from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, ProgressBarHook
+from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, LatentWeightClipHook, ProgressBarHook
 from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.models.factory import build_model
@@ -97,7 +97,8 @@ def _hooks(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ),
         logger=dict(type="LoggerHook", interval=cfg.train.get("log_interval", 10)),
     )
-    custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook), dict(type=ProgressBarHook)]
+    custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook), dict(type=ProgressBarHook),
+                                         dict(type=LatentWeightClipHook)]
     if cfg.train.get("ema", False):
         custom_hooks.append(dict(type="EMAHook", momentum=cfg.train.get("ema_momentum", 0.0002), priority=49))
     return default_hooks, custom_hooks

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BinaryActivation", "BinaryConv2d", "clip_latent_weights_", "sign_ste", "stochastic_sign", "xnor_input_scale"]
+__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "clip_latent_weights_", "sign_ste", "stochastic_sign", "xnor_input_scale"]
 
 
 class _SignSTE(torch.autograd.Function):
@@ -142,3 +142,31 @@ def clip_latent_weights_(model: nn.Module, bound: float = 1.0) -> None:
     for module in model.modules():
         if isinstance(module, BinaryConv2d):
             module.weight.clamp_(-bound, bound)
+
+
+def binarize_convs(model: nn.Module, mode: str = "xnor", keep_1x1: bool = False, stochastic: bool = False,
+                   skip: tuple[str, ...] = ()) -> list[str]:
+    """Replace every dense ``nn.Conv2d`` of ``model`` by a :class:`BinaryConv2d` (same geometry, its
+    weights clipped to [-1, 1] as latent weights), in place; returns the replaced module names.
+
+    Kept full precision: the first conv in module order (it reads the RGB image), the convs named in
+    ``skip`` (the prediction layer), grouped convs, and with ``keep_1x1`` every 1x1 conv.
+
+    Block order: detkd's conv blocks are Conv -> BN -> LeakyReLU (-> pool), so each binary conv reads
+    a BN -> LeakyReLU output and signs it inside; ``sign(LeakyReLU(y)) = sign(y)``, which gives
+    XNOR-Net's BN -> BinActiv -> BinConv order, except that a pool sits before the sign instead of
+    after the conv.
+    """
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
+    if not convs:
+        return []
+    first = convs[0][0]
+    replaced = []
+    for name, conv in convs:
+        if name == first or name in skip or conv.groups != 1 or (keep_1x1 and conv.kernel_size == (1, 1)):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, BinaryConv2d.from_conv(conv, mode, binarize_input=True, stochastic=stochastic))
+        replaced.append(name)
+    return replaced

@@ -156,12 +156,22 @@ class YoloDetector(nn.Module):
 
 
 def _detector(backbone: DarknetBackbone, neck: nn.Module, class_names: list[str], imgsz: int,
-              anchors: list[list[float]] | None) -> YoloDetector:
+              anchors: list[list[float]] | None, binary: dict[str, Any] | None = None) -> YoloDetector:
+    """Assemble the detector; ``binary`` (e.g. ``{"mode": "xnor", "keep_1x1": True}``) binarizes every
+    conv but the first and the prediction conv (:func:`detkd.models.binary.binarize_convs`)."""
     if not class_names:
         raise ValueError("class_names must not be empty")
     anchors = anchors if anchors is not None else default_anchors(imgsz)
     head = YoloHead(neck.out_channels, len(anchors), len(class_names))  # type: ignore[arg-type]
-    return YoloDetector(backbone, neck, head, class_names, imgsz, anchors)
+    detector = YoloDetector(backbone, neck, head, class_names, imgsz, anchors)
+    if binary:
+        from detkd.models.binary import binarize_convs
+
+        unknown = set(binary) - {"mode", "keep_1x1", "stochastic"}
+        if unknown:
+            raise ValueError(f"unknown binary settings {sorted(unknown)} (known: mode, keep_1x1, stochastic)")
+        binarize_convs(detector, skip=("head.conv",), **binary)
+    return detector
 
 
 @register_model("yolov2")
@@ -180,7 +190,7 @@ def yolov2(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, dept
 
 @register_model("tiny_yolov2")
 def tiny_yolov2(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth: int = 2,
-                anchors: list[list[float]] | None = None) -> YoloDetector:
+                anchors: list[list[float]] | None = None, binary: dict[str, Any] | None = None) -> YoloDetector:
     """Tiny-YOLOv2 (yolov2-tiny-voc.cfg), the paper's baseline.
 
     16-32-64-128-256-512 3x3 convs with 2x2 max-pools (the last one stride 1), then ``depth`` 3x3
@@ -189,7 +199,7 @@ def tiny_yolov2(*, class_names: list[str], imgsz: int = 416, width: float = 1.0,
     """
     backbone = tiny_darknet(width)
     neck = PlainNeck(backbone.out_channels[-1], scale_channels(1024, width), depth)
-    return _detector(backbone, neck, class_names, imgsz, anchors)
+    return _detector(backbone, neck, class_names, imgsz, anchors, binary)
 
 
 FYOLO_TAPS = (2, 3, 4)  # tiny_darknet stages at strides 4, 8, 16 (104, 52, 26 at 416)
@@ -198,7 +208,8 @@ FYOLO_SQUEEZE = (4, 16, 32)
 
 @register_model("fyolo")
 def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth: int = 2,
-          anchors: list[list[float]] | None = None, stack_channels: list[int] | None = None) -> YoloDetector:
+          anchors: list[list[float]] | None = None, stack_channels: list[int] | None = None,
+          binary: dict[str, Any] | None = None) -> YoloDetector:
     """F-YOLO, the deep-narrow student of Mehta & Ozturk (2018), on the Tiny-YOLOv2 base.
 
     Layout at width 1, 416: the Tiny-YOLOv2 backbone up to 13x13x512, a 3x3 conv of 1024; feature-map
@@ -218,6 +229,8 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
     ``stack_channels`` (default ``[4, 16, 32]``) scale with ``width`` by plain rounding (at least 1),
     not to multiples of 8, so width 1 keeps the paper's 4-channel squeeze; reorg multiplies them by
     64, 16 and 4 anyway. ``depth`` = number of extra 1x1 convs after the narrow 3x3 conv.
+    ``binary``: binarize every conv but the first and the prediction conv, e.g.
+    ``{"mode": "xnor", "keep_1x1": True}`` (see :func:`detkd.models.binary.binarize_convs`).
     """
     backbone = tiny_darknet(width)
     squeeze = [max(1, round(c * width)) for c in (stack_channels or FYOLO_SQUEEZE)]
@@ -225,4 +238,4 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
         backbone.out_channels, FYOLO_TAPS, backbone.strides, squeeze,
         wide=scale_channels(1024, width), narrow=scale_channels(512, width), depth=depth,
     )
-    return _detector(backbone, neck, class_names, imgsz, anchors)
+    return _detector(backbone, neck, class_names, imgsz, anchors, binary)
