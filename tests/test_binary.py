@@ -150,3 +150,50 @@ def test_binarized_student_keeps_first_and_prediction_convs_trains_and_reloads(t
         assert torch.equal(loaded(images), model(images))
     with pytest.raises(ValueError, match="unknown binary settings"):
         build_model("fyolo", class_names=["a"], imgsz=64, width=0.125, binary={"bits": 1})
+
+
+@pytest.mark.parametrize("mode", ["bnn", "xnor"])
+@pytest.mark.parametrize("c_in,c_out,k,stride,pad,dil,size", [
+    (3, 5, 3, 1, 1, 1, 7), (70, 9, 3, 2, 1, 1, 11), (64, 16, 1, 1, 0, 1, 6), (130, 33, 3, 2, 0, 1, 9), (17, 8, 3, 1, 2, 2, 8),
+])
+def test_xnor_kernel_equals_float_simulation(mode, c_in, c_out, k, stride, pad, dil, size):
+    from detkd.models.binary_deploy import PackedBinaryConv2d
+
+    gen = torch.Generator().manual_seed(c_in * 31 + size)
+    conv = BinaryConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, bias=True, mode=mode)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(conv.weight.shape, generator=gen) * 2 - 1)
+        conv.bias.copy_(torch.randn(c_out, generator=gen))
+    x = torch.randn(2, c_in, size, size + 1, generator=gen)
+    x[0, 0, 0, 0] = 0.0  # sign(0) = +1 on both paths
+    with torch.no_grad():
+        expected = conv(x)
+        got = PackedBinaryConv2d(conv)(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_packed_checkpoint_is_32x_smaller_and_reloads_to_the_same_outputs(tmp_path):
+    from detkd.engine.checkpoint import CheckpointError, save_detector
+    from detkd.models.binary_deploy import load_packed, pack_model, packed_sizes, save_packed
+    from detkd.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.25, binary={"mode": "xnor"}).eval()
+    sizes = packed_sizes(model)
+    binary = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert sizes["binary_float32"] == sum(m.weight.numel() * 4 for m in binary)
+    bits = sum(m.out_channels * ((m.weight[0].numel() + 7) // 8) for m in binary)
+    assert sizes["binary_packed"] == bits + sum(m.out_channels * 4 for m in binary)
+    assert sizes["binary_float32"] / bits == pytest.approx(32, rel=0.01)
+    path = save_packed(model, tmp_path / "packed.pth")
+    save_detector(model, tmp_path / "float.pth")
+    assert path.stat().st_size < 0.25 * (tmp_path / "float.pth").stat().st_size
+    loaded = load_packed(path).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        torch.testing.assert_close(loaded(x), reference)  # latent weights +-alpha: same signs, same alpha
+        torch.testing.assert_close(pack_model(loaded)(x), reference, rtol=1e-4, atol=1e-4)  # on the kernel
+    with pytest.raises(CheckpointError, match="not a packed binary checkpoint"):
+        load_packed(tmp_path / "float.pth")
