@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "clip_latent_weights_", "sign_ste", "stochastic_sign", "xnor_input_scale"]
+__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "box_filter", "clip_latent_weights_", "sign_ste", "stochastic_sign", "xnor_input_scale"]
 
 
 class _SignSTE(torch.autograd.Function):
@@ -68,14 +68,20 @@ class BinaryActivation(nn.Module):
         return f"stochastic={self.stochastic}"
 
 
+def box_filter(a: torch.Tensor, kernel_size: tuple[int, int], stride: Any, padding: Any, dilation: Any) -> torch.Tensor:
+    """``Float[B, 1, H, W] -> Float[B, 1, H', W']``: the mean of ``a`` over each conv window (zero padding counts as 0)."""
+    if dilation in (1, (1, 1)):
+        return F.avg_pool2d(a, kernel_size, stride, padding, count_include_pad=True)
+    k = torch.full((1, 1, *kernel_size), 1.0 / (kernel_size[0] * kernel_size[1]), dtype=a.dtype, device=a.device)
+    return F.conv2d(a, k, stride=stride, padding=padding, dilation=dilation)
+
+
 def xnor_input_scale(x: torch.Tensor, kernel_size: tuple[int, int], stride: Any, padding: Any, dilation: Any) -> torch.Tensor:
-    """XNOR-Net's ``K``: ``Float[B, 1, H', W']`` = box filter of ``mean_c |x|`` over each conv window.
+    """XNOR-Net's ``K``: ``Float[B, 1, H', W']`` = box filter of ``A = mean_c |x|`` over each conv window.
 
     ``x`` Float[B, C, H, W] (the real input); zero padding counts as 0 in the average, as the conv sees it.
     """
-    a = x.abs().mean(dim=1, keepdim=True)
-    k = torch.full((1, 1, *kernel_size), 1.0 / (kernel_size[0] * kernel_size[1]), dtype=x.dtype, device=x.device)
-    return F.conv2d(a, k, stride=stride, padding=padding, dilation=dilation)
+    return box_filter(x.abs().mean(dim=1, keepdim=True), kernel_size, stride, padding, dilation)
 
 
 class BinaryConv2d(nn.Conv2d):

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from detkd.fileio import atomic_write_bytes
-from detkd.models.binary import BinaryConv2d, xnor_input_scale
+from detkd.models.binary import BinaryConv2d, box_filter
 
 __all__ = ["PackedBinaryConv2d", "load_packed", "pack_model", "packed_sizes", "save_packed"]
 
@@ -57,12 +57,10 @@ class PackedBinaryConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().contiguous()
         kernel = _kernel()
-        out = kernel.xnor_conv2d(kernel.pack_input(x), self.packed_weight, self.in_channels,
-                                       *self.kernel_size, *self.stride, *self.padding, *self.dilation)
-        if self.mode == "xnor":
-            out = out * xnor_input_scale(x, self.kernel_size, self.stride, self.padding, self.dilation)
-            out = out * self.alpha.view(1, -1, 1, 1)
-        return out + self.bias.view(1, -1, 1, 1)
+        packed, abs_mean = kernel.pack_input(x, self.mode == "xnor")  # signs and XNOR-Net's A in one pass
+        scale = box_filter(abs_mean, self.kernel_size, self.stride, self.padding, self.dilation) if self.mode == "xnor" else abs_mean
+        return kernel.xnor_conv2d(packed, self.packed_weight, self.in_channels, *self.kernel_size,
+                                  *self.stride, *self.padding, *self.dilation, scale, self.alpha, self.bias)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
