@@ -21,7 +21,9 @@ report      original vs pruned vs retrained: params, FLOPs, ONNX  ``W/report.{js
 
 ``W/pipeline.json`` records the source checkpoint and method; a work dir made from another source
 is refused. Training stages continue an interrupted run only with ``resume=True`` (``--resume``),
-otherwise a half-finished run is an error rather than silently restarted.
+otherwise a half-finished run is an error rather than silently restarted. Under ``torchrun ...
+--launcher pytorch`` every process joins the training stages (DDP); the other stages run on rank 0
+while the others wait.
 """
 
 from __future__ import annotations
@@ -145,11 +147,20 @@ class PrunePipeline:
         artefact = {"sparsity": "sparse.pth", "sweep": "sweep.json", "plan": "plan.json", "apply": "pruned.pth",
                     "retrain": "retrained.pth", "report": "report.json"}
         result: dict[str, Any] = {}
+        distributed = self.launcher == "pytorch"
+        if distributed:
+            _init_distributed()
         for stage in self.opts.stages:
             if stage not in wanted or (stages is None and self.path(artefact[stage]).is_file()):
                 continue
-            print(f"[prune] stage {stage}", flush=True)
-            result = getattr(self, f"stage_{stage}")() or {}
+            if not distributed or torch.distributed.get_rank() == 0:
+                print(f"[prune] stage {stage}", flush=True)
+            # Under torchrun every process trains; the other stages run once, on rank 0, the rest wait.
+            trains = stage in ("sparsity", "retrain") or (stage == "plan" and self.opts.iterations > 1 and self.opts.method != "singh")
+            if not distributed or trains or torch.distributed.get_rank() == 0:
+                result = getattr(self, f"stage_{stage}")() or {}
+            if distributed:
+                torch.distributed.barrier()
         return result
 
     def _need(self, name: str, stage: str) -> Path:
@@ -259,6 +270,20 @@ class PrunePipeline:
             models["retrained"] = load_detector(self.path("retrained.pth"))
         index = read_split(dict(self.cfg.data), self.opts.eval_split)
         return write_report(models, index, self.work_dir, self.opts, self.opts.threads, self.command)
+
+
+def _init_distributed() -> None:
+    """Join torchrun's process group before the first stage (mmengine's Runner reuses it)."""
+    if torch.distributed.is_initialized():
+        return
+    if torch.cuda.is_available():
+        from mmengine.dist import init_dist
+
+        init_dist("pytorch", backend="nccl")
+    else:
+        from detkd.engine.runner import init_cpu_distributed
+
+        init_cpu_distributed()
 
 
 def _loss(detector: nn.Module, batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> torch.Tensor:
