@@ -130,3 +130,14 @@ def test_missing_teacher_is_a_clear_error(tiny_data, tmp_path):
     assert proc.returncode == 2 and "--teacher-ckpt" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([*cmd, "--teacher-ckpt", str(tmp_path / "nope.pth")], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 2 and "nope.pth: teacher checkpoint not found" in proc.stderr
+
+
+def test_binarized_student_distilled_from_a_float_teacher(tiny_data, yolo_teacher, tmp_path):
+    from detkd.models.binary import BinaryConv2d
+
+    opts = [*_options(tiny_data, 1), "unlabeled.ratio=0", "model.binary.mode=bnn", "model.binary.keep_1x1=False"]
+    _run("train_distill.py", "distill/fyolo_synthetic.py", tmp_path, opts, "--teacher-ckpt", str(yolo_teacher))
+    student = load_detector(tmp_path / "epoch_1.pth")
+    binary = [m for m in student.modules() if isinstance(m, BinaryConv2d)]
+    assert binary and all(m.mode == "bnn" for m in binary)
+    assert all(float(m.weight.detach().abs().max()) <= 1.0 for m in binary)  # latent weights clipped after every step

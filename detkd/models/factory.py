@@ -9,7 +9,7 @@ Keyword values must be JSON-friendly (numbers, strings, lists, dicts) for the sa
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch.nn as nn
@@ -43,14 +43,25 @@ def register_model(name: str) -> Callable[[F], F]:
     return wrap
 
 
+def _plain(value: Any) -> Any:
+    """Config mappings and sequences as plain dicts and lists (a checkpoint's spec must load with
+    ``weights_only=True``, which refuses mmengine's ``ConfigDict``)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model and record ``{"name", "kwargs"}`` as its ``detkd_spec``."""
+    kwargs = _plain(kwargs)
     if name not in MODELS and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(set(MODELS) | set(BUILTIN)))}")
     model = MODELS[name](**kwargs)
-    model.detkd_spec = {"name": name, "kwargs": dict(kwargs)}  # type: ignore[assignment]
+    model.detkd_spec = {"name": name, "kwargs": kwargs}  # type: ignore[assignment]
     return model
 
 
