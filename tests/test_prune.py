@@ -221,7 +221,7 @@ def test_pruned_checkpoint_reloads_without_config_and_exports_to_onnx(tmp_path):
 def test_sparsity_loss_threshold_and_choice():
     model = tiny_ssd()
     layers = ["backbone.features.conv1_1.0", C43]
-    wrapped = SparsityModel(model, layers, weight=0.5)
+    wrapped = SparsityModel(model, layers, weight=0.5, fold_bn=False)  # raw weights (BN folding: next test)
     losses = wrapped(torch.rand(2, 3, 64, 64), targets(), mode="loss")
     l1 = sum(model.get_submodule(n).weight.abs().sum() for n in layers)
     assert torch.isclose(losses["loss_l1"], 0.5 * l1)
@@ -230,7 +230,7 @@ def test_sparsity_loss_threshold_and_choice():
         SparsityModel(model, ["backbone.nope"], 1.0)
     weights = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in layers])
     threshold = float(weights.median())
-    fraction = zero_below(model, layers, threshold)
+    fraction = zero_below(model, layers, threshold, fold_bn=False)
     assert fraction == weight_sparsity(model, layers)
     assert fraction == int((weights < threshold).sum()) / weights.numel()
     rows = [{"threshold": 0.0, "mAP50": 0.50}, {"threshold": 0.1, "mAP50": 0.495}, {"threshold": 0.2, "mAP50": 0.47},
@@ -252,3 +252,27 @@ def test_prune_options_are_checked():
         resolve_layer_set(model, "heads")
     with pytest.raises(ValueError, match="not a prunable conv"):
         resolve_layer_set(model, ["head.classification_head.module_list.0"])
+
+
+def test_bn_folded_magnitudes_drive_penalty_and_threshold():
+    from detkd.prune.sparsity import effective_weights
+
+    model = tiny_ssd()
+    bn = model.get_submodule("backbone.features.conv4_3.1")
+    with torch.no_grad():
+        bn.running_var.fill_(4.0 - bn.eps)  # sqrt(var + eps) = 2
+        bn.weight.fill_(-0.5)  # |gamma| / 2 = 0.25
+    conv = model.get_submodule(C43)
+    folded = effective_weights(model, [C43, "backbone.extra.1.conv8_1.0"])
+    assert torch.allclose(folded[0], conv.weight * 0.25)
+    assert torch.equal(folded[1], model.get_submodule("backbone.extra.1.conv8_1.0").weight)  # no BN in the extra layers
+    wrapped = SparsityModel(model, [C43], weight=2.0)
+    losses = wrapped(torch.rand(2, 3, 64, 64), targets(), mode="loss")
+    assert torch.isclose(losses["loss_l1"], 2.0 * 0.25 * conv.weight.abs().sum())
+    losses["loss_l1"].backward()
+    assert bn.weight.grad is not None and bool((bn.weight.grad < 0).all())  # |gamma| shrinks: gamma < 0 grows toward 0
+    magnitude = conv.weight.detach().abs() * 0.25
+    threshold = float(magnitude.median())
+    expected = int((magnitude < threshold).sum())
+    zero_below(model, [C43], threshold)
+    assert int((conv.weight == 0).sum()) == expected

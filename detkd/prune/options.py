@@ -23,11 +23,13 @@ def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 @dataclass
 class SparsityOptions:
     """Stage 1 (Singh): train ``epochs`` with ``loss + weight * sum |w|`` at learning rate ``lr``
-    (``None``: the config's)."""
+    (``None``: the config's); ``fold_bn``: magnitudes of BN-folded weights (penalty, threshold and its
+    quantiles; see :mod:`detkd.prune.sparsity`)."""
 
     epochs: int = 10
     weight: float = 1e-4
     lr: float | None = None
+    fold_bn: bool = True
 
 
 @dataclass

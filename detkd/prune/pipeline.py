@@ -47,7 +47,7 @@ from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
 from detkd.prune.options import PruneOptions
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
-from detkd.prune.sparsity import SparsityModel, choose_threshold, threshold_sweep, zero_below
+from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weights, threshold_sweep, zero_below
 
 __all__ = ["PipelineError", "PrunePipeline", "load_source"]
 
@@ -173,20 +173,21 @@ class PrunePipeline:
         model = self.source()
         layers, opts = self.layers(model), self.opts.sparsity
         trained = self._train("sparsity", model, opts.epochs, opts.lr,
-                              wrap=lambda det: SparsityModel(det, layers, opts.weight))
+                              wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn))
         save_detector(trained, self.path("sparse.pth"))
 
     def stage_sweep(self) -> None:
         from detkd.engine.results import markdown_table, write_markdown
 
         model = load_detector(self._need("sparse.pth", "sparsity"))
-        layers, opts = self.layers(model), self.opts.sweep
+        layers, opts, fold = self.layers(model), self.opts.sweep, self.opts.sparsity.fold_bn
         thresholds = list(opts.thresholds)
         if not thresholds:
-            magnitudes = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in layers])
-            thresholds = [float(torch.quantile(magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]], q))
-                          for q in opts.quantiles]
-        rows = threshold_sweep(model, layers, thresholds, self.evaluate)
+            with torch.no_grad():
+                magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
+            sample = magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+            thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
+        rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold)
         chosen = choose_threshold(rows, opts.max_drop)
         atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
                                                     "split": self.opts.eval_split})
@@ -200,7 +201,7 @@ class PrunePipeline:
         if opts.method == "singh":
             threshold = json.loads(self._need("sweep.json", "sweep").read_text())["chosen"]["threshold"]
             thresholded = copy.deepcopy(model)
-            zero_below(thresholded, layers, threshold)
+            zero_below(thresholded, layers, threshold, opts.sparsity.fold_bn)
             removed = singh_selection(PruningGraph(thresholded), layers, opts.select.out_fraction, opts.select.in_fraction,
                                       opts.select.combine, opts.min_keep)
             return make_plan(model, removed, "singh", threshold=threshold, **vars(opts.select))
