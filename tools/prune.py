@@ -7,6 +7,7 @@ Examples:
     python tools/prune.py configs/prune/ssd_cpu_bccd.py --checkpoint CKPT --stage plan     # then edit W/plan.json
     python tools/prune.py configs/prune/ssd_cpu_bccd.py --checkpoint CKPT --stage apply retrain report
     python tools/prune.py configs/prune/ssd_cpu_bccd.py --checkpoint CKPT --resume         # after an interruption
+    torchrun --nproc_per_node 2 tools/prune.py CFG --checkpoint CKPT --launcher pytorch   # DDP training stages
 
 Methods: singh (Singh et al. 2019: sparsity -> sweep -> plan -> apply -> retrain -> report), l1 and
 taylor (plan -> apply -> retrain -> report; `prune.iterations` > 1 prunes iteratively). Without
@@ -16,6 +17,7 @@ plan.json (inspect or edit it before `apply`), pruned.pth, retrained.pth and rep
 (original vs pruned vs retrained: params, FLOPs, ONNX size, ONNX Runtime latency, mAP50, AP).
 Pruned checkpoints load anywhere a detkd checkpoint does (tools/eval.py, tools/export.py,
 tools/benchmark.py) with no config change: the pruned shapes travel with the weights.
+Default work dir: work_dirs/<config name>_<method>.
 """
 
 from __future__ import annotations
