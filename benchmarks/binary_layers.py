@@ -3,8 +3,8 @@
 
     python benchmarks/binary_layers.py [--threads 2] [--iters 50]
 
-Shapes are the 3x3 convs of the F-YOLO student (width 0.5 and 1) at 320 px, batch 1: (C_in, C_out,
-H=W). ``float_ms``: ``F.conv2d`` on float32 input (PyTorch's oneDNN path). ``binary_ms``: the whole
+Shapes: every conv that ``binary=dict(mode="xnor")`` binarizes in the F-YOLO student at width 0.5 and 1,
+320 px, batch 1, as the model runs them (input channels and size, output channels, kernel). ``float_ms``: ``F.conv2d`` on float32 input (PyTorch's oneDNN path). ``binary_ms``: the whole
 binary layer as deployed (:class:`~detkd.models.binary_deploy.PackedBinaryConv2d`, XNOR mode): sign +
 pack the input, XNOR/popcount conv, K * alpha scaling and bias. ``kernel_ms``: the popcount conv alone
 on pre-packed input. Medians of ``--iters`` runs after warm-up. Outputs:
@@ -24,9 +24,30 @@ from detkd.fileio import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SHAPES = [(16, 32, 160), (32, 64, 80), (64, 128, 40), (128, 256, 20), (256, 512, 10), (512, 256, 10),
-          (64, 128, 80), (128, 256, 40), (256, 512, 20), (512, 1024, 10)]  # width 0.5, then width 1
-COLUMNS = ["shape", "threads", "float_ms", "binary_ms", "kernel_ms", "speedup", "kernel_speedup"]
+
+
+def student_shapes(width: float, imgsz: int = 320) -> list[tuple[int, int, int, int, int]]:
+    """``(C_in, C_out, kernel, padding, H)`` of each binary conv of F-YOLO at ``width``, in forward order."""
+    import torch
+
+    from detkd.models.binary import BinaryConv2d
+    from detkd.models.factory import build_model
+
+    model = build_model("fyolo", class_names=["a", "b", "c"], imgsz=imgsz, width=width, binary={"mode": "xnor"}).eval()
+    seen: list[tuple[int, int, int, int, int]] = []
+
+    def hook(module, inputs, _output):
+        shape = (module.in_channels, module.out_channels, module.kernel_size[0], module.padding[0], int(inputs[0].shape[-1]))
+        if shape not in seen:
+            seen.append(shape)
+
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, imgsz, imgsz))
+    return seen
+COLUMNS = ["width", "shape", "threads", "float_ms", "binary_ms", "kernel_ms", "speedup", "kernel_speedup"]
 
 
 def main() -> int:
@@ -45,20 +66,20 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     kernel = xnor_kernel()
     rows = []
-    for c_in, c_out, size in SHAPES:
+    for width, (c_in, c_out, k, pad, size) in [(w, s) for w in (0.5, 1.0) for s in student_shapes(w)]:
         torch.manual_seed(0)
-        conv = BinaryConv2d(c_in, c_out, 3, padding=1, bias=True, mode="xnor").eval()
+        conv = BinaryConv2d(c_in, c_out, k, padding=pad, bias=True, mode="xnor").eval()
         packed = PackedBinaryConv2d(conv)
         x = torch.randn(1, c_in, size, size)
         weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone()
         xp = kernel.pack_input(x, False)[0]
         with torch.no_grad():
             torch.testing.assert_close(packed(x), conv(x), rtol=1e-4, atol=1e-3)  # the same layer
-            float_t = time_fn(lambda: F.conv2d(x, weight, bias, padding=1), 5, args.iters)
+            float_t = time_fn(lambda: F.conv2d(x, weight, bias, padding=pad), 5, args.iters)
             binary_t = time_fn(lambda: packed(x), 5, args.iters)
             none = x.new_empty(0)
-            kernel_t = time_fn(lambda: kernel.xnor_conv2d(xp, packed.packed_weight, c_in, 3, 3, 1, 1, 1, 1, 1, 1, none, packed.alpha, packed.bias), 5, args.iters)
-        row = {"shape": f"{c_in}x{size}x{size} -> {c_out}, 3x3", "c_in": c_in, "c_out": c_out, "size": size,
+            kernel_t = time_fn(lambda: kernel.xnor_conv2d(xp, packed.packed_weight, c_in, k, k, 1, 1, pad, pad, 1, 1, none, packed.alpha, packed.bias), 5, args.iters)
+        row = {"shape": f"{c_in}x{size}x{size} -> {c_out}, {k}x{k}", "width": width, "c_in": c_in, "c_out": c_out, "kernel": k, "size": size,
                "threads": args.threads, "float_ms": float_t.median_ms, "binary_ms": binary_t.median_ms,
                "kernel_ms": kernel_t.median_ms, "speedup": float_t.median_ms / binary_t.median_ms,
                "kernel_speedup": float_t.median_ms / kernel_t.median_ms}
