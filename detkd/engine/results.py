@@ -7,12 +7,13 @@ keeps its finished rows and a rerun skips them (:meth:`ResultsFile.has`).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detkd.fileio import atomic_write_json, atomic_write_text
+from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["ResultsFile", "markdown_table", "plot_map_vs_fps"]
 
@@ -87,10 +88,10 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
+    buffer = io.BytesIO()  # render in memory, then the atomic write (two benchmark processes may plot at once)
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(out, buffer.getvalue())
     return out
 
 
