@@ -96,6 +96,7 @@ def ssd300_rows(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from detkd.engine.benchmark import benchmark_detector
+    from detkd.export.onnx import export_onnx
     from detkd.models.factory import build_model
     from detkd.prune.groups import PruningGraph, resolve_layer_set
     from detkd.prune.importance import L1Importance
@@ -109,7 +110,9 @@ def ssd300_rows(args: argparse.Namespace) -> list[dict]:
             graph = PruningGraph(model)
             removed = plan_by_ratio(graph, resolve_layer_set(model, "all"), L1Importance(), ratio)
             apply_plan(model, make_plan(model, removed, "l1", ratio=ratio), graph)
-        row = benchmark_detector(model, 300, args.threads, WORK / "onnx" / f"ssd300_l1_{ratio:g}.onnx")
+        onnx_path = WORK / "onnx" / f"ssd300_l1_{ratio:g}.onnx"
+        export_onnx(model, onnx_path, 300)  # verified against PyTorch, then timed
+        row = benchmark_detector(model, 300, args.threads, onnx_path)
         row.pop("onnx_outputs", None)
         row.update(name=f"ssd300_l1_{ratio:g}", dataset="voc_shape_random_weights", method="l1" if ratio else "unpruned",
                    ratio=ratio, retrained=False, epochs=None, mAP50=None, AP=None)
