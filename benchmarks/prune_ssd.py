@@ -162,6 +162,13 @@ def write_report(results: ResultsFile) -> None:
     text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs). {note}\n\n" + markdown_table(bccd, COLUMNS)
             + f"\n**SSD300-VGG16** (torchvision architecture, random weights, 21 classes, 300 px; no mAP). {note}\n\n"
             + markdown_table(big, ["method", "ratio", "params", "param_ratio", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup"]))
+    sweep = WORK / "singh" / "sweep.json"
+    if sweep.is_file():  # the Singh row's validation sweep of the global threshold (BN-folded |w|)
+        data = json.loads(sweep.read_text())
+        rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]
+        text += ("\n**Singh threshold sweep** (BCCD val, the sparse model after its L1 epochs; weights zeroed below "
+                 "each threshold of the BN-folded magnitude; `chosen`: the largest within 1 mAP50 point of threshold 0).\n\n"
+                 + markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
     write_markdown(RESULTS / "prune_ssd.md", text)
     if bccd:
         plot_map_vs_fps([dict(r, name=f"{r['method']} {r['ratio']:g}{'' if r['retrained'] else ' (no retrain)'}")

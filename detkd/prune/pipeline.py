@@ -191,9 +191,8 @@ class PrunePipeline:
         chosen = choose_threshold(rows, opts.max_drop)
         atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
                                                     "split": self.opts.eval_split})
-        for row in rows:
-            row["chosen"] = row is chosen
-        write_markdown(self.path("sweep.md"), markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
+        table = [dict(row, threshold=f"{row['threshold']:.2e}", chosen=row is chosen) for row in rows]
+        write_markdown(self.path("sweep.md"), markdown_table(table, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
         print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}")
 
     def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
