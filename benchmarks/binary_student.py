@@ -10,7 +10,8 @@ binary student is the same F-YOLO (width 0.5, 320 px on BCCD) with ``binary=dict
 keep_1x1=True)``: every 3x3 conv but the first binarized. Float rows may reuse checkpoints trained with
 the same config and epochs (``--float-*-ckpt``, e.g. distill_ablation's ``labels_only`` and
 ``kd_objscale_fmnms``). Columns: mAP50/AP on val; ``params``; ``weights_kb`` (float32 for float rows,
-1-bit packed binary convs + float32 rest for binary rows, exact bytes); ``torch_latency_ms`` (PyTorch
+1-bit packed binary convs + float32 rest for binary rows, exact bytes; ``binary_convs_ratio``: the binary
+convs' float32 bytes over their packed bytes, alpha included); ``torch_latency_ms`` (PyTorch
 eager; binary rows run the float simulation there) and ``kernel_latency_ms`` (binary rows on detkd's
 XNOR/popcount kernel via ``pack_model``); ``onnx_latency_ms`` (ONNX Runtime; a binary model exports
 its float simulation, which is slower than float: shown as measured). Resumable like the other
@@ -40,8 +41,8 @@ DATASETS = {
     "bccd": dict(train="fyolo_bccd", distill="fyolo_bccd", data=str(REPO.parent / "shared" / "data" / "bccd")),
     "synthetic": dict(train="fyolo_synthetic", distill="fyolo_synthetic", data=None),
 }
-COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "weights_kb", "mAP50", "AP", "torch_latency_ms",
-           "kernel_latency_ms", "onnx_latency_ms"]
+COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "weights_kb", "binary_convs_ratio", "mAP50", "AP",
+           "torch_latency_ms", "kernel_latency_ms", "onnx_latency_ms"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher-ckpt", required=True, help="the float teacher of the *_kd rows")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--imgsz", type=int, help="input size (default: the config's)")
+    parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
     parser.add_argument("--float-labels-ckpt", help="reuse a float labels-only student (same config and epochs)")
     parser.add_argument("--float-kd-ckpt", help="reuse a float distilled student (same config and epochs)")
     parser.add_argument("--only", nargs="+", choices=METHODS, default=METHODS)
@@ -66,7 +68,7 @@ def options(args: argparse.Namespace, method: str) -> list[str]:
     opts = [f"data.root={data_root(args)}", f"train.epochs={args.epochs}", *(BINARY if method.startswith("binary") else [])]
     if method.endswith("_kd"):
         opts += ["unlabeled.ratio=0.0", "distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"]
-    return opts + ([f"imgsz={args.imgsz}"] if args.imgsz else [])
+    return opts + ([f"imgsz={args.imgsz}"] if args.imgsz else []) + ([f"model.width={args.width}"] if args.width else [])
 
 
 def train(method: str, args: argparse.Namespace) -> Path:
@@ -100,6 +102,9 @@ def measure(method: str, ckpt: Path, args: argparse.Namespace) -> dict:
     sizes = packed_sizes(detector)
     binary = method.startswith("binary")
     row["weights_kb"] = ((sizes["binary_packed"] if binary else sizes["binary_float32"]) + sizes["other"]) / 1024
+    if binary:  # the binary convs alone, exact bytes: float32 as trained vs 1 bit per weight (+ alpha per filter)
+        row.update(binary_convs_float32_bytes=sizes["binary_float32"], binary_convs_packed_bytes=sizes["binary_packed"],
+                   binary_convs_ratio=sizes["binary_float32"] / sizes["binary_packed"])
     if binary:
         image = sample_images(val, int(detector.imgsz), count=1)[:1]
         packed = pack_model(detector)
