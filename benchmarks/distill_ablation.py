@@ -33,9 +33,8 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config, read_split
-from detkd.engine.checkpoint import best_checkpoint
 from detkd.engine.benchmark import evaluate_and_time, machine_info
-from detkd.engine.checkpoint import load_detector
+from detkd.engine.checkpoint import best_checkpoint, load_detector
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]

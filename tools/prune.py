@@ -28,15 +28,16 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
+from detkd.prune.options import METHODS, PruneOptions
 
-STAGES = ("sparsity", "sweep", "plan", "apply", "retrain", "report")
+STAGES = PruneOptions(method="singh").stages  # every stage; l1 / taylor skip the first two
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/prune.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="pruning config (configs/prune/*.py)")
     parser.add_argument("--checkpoint", required=True, help="the trained SSD: a detkd checkpoint or a torchvision SSD state dict")
-    parser.add_argument("--method", choices=("singh", "l1", "taylor"), help="overrides prune.method")
+    parser.add_argument("--method", choices=METHODS, help="overrides prune.method")
     parser.add_argument("--ratio", type=float, help="l1/taylor: fraction of filters removed per conv (overrides prune.ratio)")
     parser.add_argument("--stage", nargs="+", choices=STAGES, help="run only these stages (default: all, skipping finished ones)")
     parser.add_argument("--trust", action="store_true", help="allow unpickling --checkpoint (only for a file you trust)")

@@ -18,6 +18,7 @@ shapes of the stored weights (:func:`detkd.prune.pruner.reshape_like`).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -29,11 +30,13 @@ import torch.nn as nn
 from mmengine.fileio import LocalBackend, register_backend
 
 from detkd.fileio import atomic_write_bytes
-from detkd.models.factory import build_model
+from detkd.models.factory import build_model, model_spec
 
 __all__ = [
     "CheckpointError",
     "best_checkpoint",
+    "detector_from_checkpoint",
+    "detector_meta",
     "SAFE_GLOBALS",
     "detector_state_dict",
     "install_checkpoint_io",
@@ -41,6 +44,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_detector",
     "save_detector",
+    "write_checkpoint",
 ]
 
 
@@ -113,11 +117,15 @@ def load_detector(path: str | os.PathLike[str], trust: bool = False) -> nn.Modul
     Raises:
         CheckpointError: no detkd spec in the file, or weights that do not fit the model.
     """
-    checkpoint = load_checkpoint_file(path, trust=trust)
+    return detector_from_checkpoint(load_checkpoint_file(path, trust=trust), str(path))
+
+
+def detector_from_checkpoint(checkpoint: dict[str, Any], source: str) -> nn.Module:
+    """:func:`load_detector` for a checkpoint dict already in memory (``source`` names it in errors)."""
     meta = checkpoint.get("meta") or {}
     spec = meta.get("detkd", {}).get("model") if isinstance(meta, dict) else None
     if not spec:
-        raise CheckpointError(f"{path}: no detkd model spec in meta; load it with the config it was trained with")
+        raise CheckpointError(f"{source}: no detkd model spec in meta; load it with the config it was trained with")
     model = build_model(spec["name"], **spec["kwargs"])
     state = detector_state_dict(checkpoint)
     pruned = meta["detkd"].get("pruned")
@@ -127,8 +135,8 @@ def load_detector(path: str | os.PathLike[str], trust: bool = False) -> nn.Modul
         try:
             reshape_like(model, state, pruned)
         except ValueError as exc:
-            raise CheckpointError(f"{path}: pruned weights do not fit {spec['name']}: {exc}") from exc
-    load_weights(model, state, str(path))
+            raise CheckpointError(f"{source}: pruned weights do not fit {spec['name']}: {exc}") from exc
+    load_weights(model, state, source)
     return model
 
 
@@ -144,23 +152,29 @@ def best_checkpoint(work_dir: str | Path) -> Path:
     return epochs[-1]
 
 
-def save_detector(detector: nn.Module, path: str | os.PathLike[str], extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write ``detector`` as a detkd checkpoint (the layout training writes: ``state_dict`` under
-    ``detector.``, ``meta["detkd"]`` with spec, classes, size and any pruning record), atomically,
-    loadable by :func:`load_detector` with ``weights_only=True``."""
-    import io
+def detector_meta(detector: nn.Module) -> dict[str, Any]:
+    """What ``meta["detkd"]`` records so :func:`load_detector` needs no config: the builder spec,
+    class names, input size, and the pruning record of a pruned model."""
+    meta: dict[str, Any] = {"model": model_spec(detector), "class_names": list(detector.class_names),
+                            "imgsz": int(detector.imgsz)}
+    if getattr(detector, "detkd_pruned", None):  # channels removed: loading reshapes the layers
+        meta["pruned"] = detector.detkd_pruned
+    return meta
 
-    from detkd.models.factory import model_spec
 
-    meta: dict[str, Any] = {"detkd": {"model": model_spec(detector), "class_names": list(detector.class_names),
-                                      "imgsz": int(detector.imgsz)}}
-    if getattr(detector, "detkd_pruned", None):
-        meta["detkd"]["pruned"] = detector.detkd_pruned
-    meta.update(extra_meta or {})
-    state = {f"detector.{k}": v.detach().cpu() for k, v in detector.state_dict().items()}
+def write_checkpoint(path: str | os.PathLike[str], detkd_meta: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """``torch.save({"meta": {"detkd": detkd_meta}, "state_dict": state})`` to ``path``, atomically."""
     buffer = io.BytesIO()
-    torch.save({"meta": meta, "state_dict": state}, buffer)
+    torch.save({"meta": {"detkd": detkd_meta}, "state_dict": state}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_detector(detector: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write ``detector`` as a detkd checkpoint (the layout training writes: ``state_dict`` under
+    ``detector.``, ``meta["detkd"]`` from :func:`detector_meta`), atomically, loadable by
+    :func:`load_detector` with ``weights_only=True``."""
+    state = {f"detector.{k}": v.detach().cpu() for k, v in detector.state_dict().items()}
+    return write_checkpoint(path, detector_meta(detector), state)
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -10,7 +10,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.model import is_model_wrapper
 from tqdm import tqdm
 
-from detkd.models.factory import model_spec
+from detkd.engine.checkpoint import detector_meta
+from detkd.models.binary import BinaryConv2d, clip_latent_weights_
 
 __all__ = ["CheckpointMetaHook", "EpochSeedHook", "LatentWeightClipHook", "ProgressBarHook", "from_plain", "to_plain"]
 
@@ -58,14 +59,7 @@ class CheckpointMetaHook(Hook):
     priority = "VERY_LOW"
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict[str, Any]) -> None:
-        detector = _detector(runner)
-        checkpoint.setdefault("meta", {})["detkd"] = {
-            "model": model_spec(detector),
-            "class_names": list(detector.class_names),
-            "imgsz": int(detector.imgsz),
-        }
-        if getattr(detector, "detkd_pruned", None):  # channels removed: loading reshapes the layers
-            checkpoint["meta"]["detkd"]["pruned"] = detector.detkd_pruned
+        checkpoint.setdefault("meta", {})["detkd"] = detector_meta(_detector(runner))
         for key in ("message_hub", "meta"):
             if key in checkpoint:
                 checkpoint[key] = to_plain(checkpoint[key])
@@ -119,13 +113,12 @@ class LatentWeightClipHook(Hook):
 
     priority = "LOW"
 
-    def before_train(self, runner: Any) -> None:
-        from detkd.models.binary import BinaryConv2d
+    def __init__(self) -> None:
+        self._active = False
 
+    def before_train(self, runner: Any) -> None:
         self._active = any(isinstance(m, BinaryConv2d) for m in _detector(runner).modules())
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        if getattr(self, "_active", False):
-            from detkd.models.binary import clip_latent_weights_
-
+        if self._active:
             clip_latent_weights_(_detector(runner))

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "box_filter", "clip_latent_weights_", "sign_ste", "stochastic_sign", "xnor_input_scale"]
+__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "box_filter", "clip_latent_weights_", "replace_module", "sign_ste", "stochastic_sign", "xnor_input_scale"]
 
 
 class _SignSTE(torch.autograd.Function):
@@ -150,6 +150,12 @@ def clip_latent_weights_(model: nn.Module, bound: float = 1.0) -> None:
             module.weight.clamp_(-bound, bound)
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` where submodule ``name`` (dotted path) of ``model`` is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
 def binarize_convs(model: nn.Module, mode: str = "xnor", keep_1x1: bool = False, stochastic: bool = False,
                    skip: tuple[str, ...] = ()) -> list[str]:
     """Replace every dense ``nn.Conv2d`` of ``model`` by a :class:`BinaryConv2d` (same geometry, its
@@ -171,8 +177,6 @@ def binarize_convs(model: nn.Module, mode: str = "xnor", keep_1x1: bool = False,
     for name, conv in convs:
         if name == first or name in skip or conv.groups != 1 or (keep_1x1 and conv.kernel_size == (1, 1)):
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, BinaryConv2d.from_conv(conv, mode, binarize_input=True, stochastic=stochastic))
+        replace_module(model, name, BinaryConv2d.from_conv(conv, mode, binarize_input=True, stochastic=stochastic))
         replaced.append(name)
     return replaced

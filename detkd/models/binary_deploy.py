@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from detkd.fileio import atomic_write_bytes
-from detkd.models.binary import BinaryConv2d, box_filter
+from detkd.models.binary import BinaryConv2d, box_filter, replace_module
 
 __all__ = ["PackedBinaryConv2d", "load_packed", "pack_model", "packed_sizes", "save_packed"]
 
@@ -71,17 +69,12 @@ def _binary_convs(model: nn.Module) -> list[tuple[str, BinaryConv2d]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def pack_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval mode, CPU) whose binary convs run on the XNOR kernel."""
     packed = copy.deepcopy(model).eval().cpu()
     for name, conv in _binary_convs(packed):
         if conv.binarize_input:
-            _replace(packed, name, PackedBinaryConv2d(conv))
+            replace_module(packed, name, PackedBinaryConv2d(conv))
     return packed
 
 
@@ -93,7 +86,7 @@ def _bits(weight: torch.Tensor) -> torch.Tensor:
 
 def save_packed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` with 1-bit binary conv weights (see the module docstring), atomically."""
-    from detkd.models.factory import model_spec
+    from detkd.engine.checkpoint import detector_meta, write_checkpoint
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     layers = {}
@@ -102,11 +95,7 @@ def save_packed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         state[f"{name}.weight_bits"] = _bits(conv.weight)
         state[f"{name}.alpha"] = conv.alpha().detach().cpu().float()
         layers[name] = list(conv.weight.shape)
-    meta = {"detkd": {"model": model_spec(model), "class_names": list(model.class_names), "imgsz": int(model.imgsz),
-                      "packed_binary": layers}}
-    buffer = io.BytesIO()
-    torch.save({"meta": meta, "state_dict": state}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_checkpoint(path, {**detector_meta(model), "packed_binary": layers}, state)
 
 
 def load_packed(path: str | os.PathLike[str]) -> nn.Module:
@@ -115,14 +104,12 @@ def load_packed(path: str | os.PathLike[str]) -> nn.Module:
     Raises:
         CheckpointError: not a packed checkpoint, or tensors that do not fit the model.
     """
-    from detkd.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights
-    from detkd.models.factory import build_model
+    from detkd.engine.checkpoint import CheckpointError, detector_from_checkpoint, load_checkpoint_file
 
     checkpoint = load_checkpoint_file(path)
     meta = checkpoint.get("meta", {}).get("detkd", {})
     if "packed_binary" not in meta:
         raise CheckpointError(f"{path}: not a packed binary checkpoint (no meta.detkd.packed_binary)")
-    model = build_model(meta["model"]["name"], **meta["model"]["kwargs"])
     state: dict[str, Any] = dict(checkpoint["state_dict"])
     for name, shape in meta["packed_binary"].items():
         bits, alpha = state.pop(f"{name}.weight_bits", None), state.pop(f"{name}.alpha", None)
@@ -133,8 +120,7 @@ def load_packed(path: str | os.PathLike[str]) -> nn.Module:
         if signs.shape != (shape[0], n) or alpha.shape != (shape[0],):
             raise CheckpointError(f"{path}: packed layer {name} does not have {shape[0]} filters of {n} bits")
         state[f"{name}.weight"] = torch.from_numpy(signs).view(shape) * alpha.view(-1, 1, 1, 1)
-    load_weights(model, state, str(path))
-    return model
+    return detector_from_checkpoint({"meta": checkpoint["meta"], "state_dict": state}, str(path))
 
 
 def packed_sizes(model: nn.Module) -> dict[str, int]:

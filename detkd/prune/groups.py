@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-__all__ = ["Consumer", "PruningGraph", "layer_sets", "resolve_layer_set"]
+__all__ = ["Consumer", "PruningGraph", "followers", "layer_sets", "resolve_layer_set"]
 
 _PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm, nn.GroupNorm)
 
@@ -94,6 +94,17 @@ def resolve_layer_set(detector: nn.Module, layers: str | Sequence[str]) -> list[
         what = [f"{n} ({'not a prunable conv' if n in modules else 'no such module'})" for n in bad[:3]]
         raise ValueError(f"cannot prune {', '.join(what)}; prunable convs are those of the sets {', '.join(sets)}")
     return list(layers)
+
+
+def followers(detector: nn.Module, conv_name: str) -> list[nn.Module]:
+    """The modules after conv ``conv_name`` in its parent ``Sequential`` (``Conv2dNormActivation``:
+    BatchNorm, activation; torchvision's VGG: ReLU, the next conv, ...); empty if the parent is not one."""
+    parent_name, _, child = conv_name.rpartition(".")
+    parent = detector.get_submodule(parent_name) if parent_name else detector
+    if not isinstance(parent, nn.Sequential):
+        return []
+    names = [n for n, _ in parent.named_children()]
+    return list(parent.children())[names.index(child) + 1:]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
-from detkd.prune.groups import PruningGraph
+from detkd.prune.groups import PruningGraph, followers
 
 __all__ = ["Importance", "L1Importance", "SinghImportance", "TaylorImportance", "singh_selection", "zero_fractions"]
 
@@ -44,14 +44,8 @@ def _activation_module(detector: nn.Module, conv_name: str) -> nn.Module:
     """The module whose output is conv ``conv_name``'s activation: the last of the BatchNorm /
     activation layers that directly follow the conv in its ``Sequential`` (``Conv2dNormActivation``,
     torchvision's VGG), else the conv itself."""
-    parent_name, _, child = conv_name.rpartition(".")
-    parent = detector.get_submodule(parent_name) if parent_name else detector
     module = detector.get_submodule(conv_name)
-    if not isinstance(parent, nn.Sequential):
-        return module
-    children = list(parent.children())
-    position = next(i for i, m in enumerate(children) if m is module)
-    for follower in children[position + 1:]:
+    for follower in followers(detector, conv_name):
         if not isinstance(follower, (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.LeakyReLU)):
             break
         module = follower

@@ -39,7 +39,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from detkd.config import read_split
-from detkd.engine.checkpoint import best_checkpoint, load_checkpoint_file, load_detector, save_detector
+from detkd.engine.checkpoint import best_checkpoint, detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
 from detkd.fileio import atomic_write_json
@@ -63,7 +63,7 @@ def load_source(cfg: Config, path: str | Path, trust: bool = False) -> nn.Module
 
     checkpoint = load_checkpoint_file(path, trust=trust)
     if isinstance(checkpoint.get("meta"), dict) and "detkd" in checkpoint["meta"]:
-        return load_detector(path, trust=trust)
+        return detector_from_checkpoint(checkpoint, str(path))  # read once, not again by load_detector
     from detkd.engine.runner import build_detector
 
     train = read_split(dict(cfg.data), "train")

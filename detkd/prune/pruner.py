@@ -136,11 +136,12 @@ def plan_by_ratio(
         raise ValueError(f"scope must be 'layer' or 'global', not {scope!r}")
     flat = torch.cat([scores[n] for n in names])
     owner = torch.cat([torch.full((len(scores[n]),), i) for i, n in enumerate(names)])
+    sizes = torch.tensor([len(scores[n]) for n in names])
+    offsets = sizes.cumsum(0) - sizes  # where each conv's filters start in ``flat``
     order = flat.argsort(stable=True)[: round(ratio * len(flat))]
     out = {}
     for i, name in enumerate(names):
-        offset = sum(len(scores[n]) for n in names[:i])
-        mine = order[owner[order] == i] - offset  # this conv's chosen filters, lowest score first
+        mine = order[owner[order] == i] - offsets[i]  # this conv's chosen filters, lowest score first
         out[name] = _clamp_removal(mine, len(mine), len(scores[name]), min_keep)
     return out
 

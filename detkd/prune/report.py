@@ -44,9 +44,10 @@ def write_report(models: dict[str, nn.Module], index: DatasetIndex, work_dir: st
     m = report["machine"]
     note = (f"{opts.method} pruning, layers {opts.layers!r}; {opts.eval_split} split of {index.source}; ONNX Runtime "
             f"batch 1, median of 30 runs, {threads} threads, {m['cpu']}. speedup and param_ratio are against the original.\n\n")
-    write_markdown(work_dir / "report.md", note + markdown_table(rows, COLUMNS))
+    text = note + markdown_table(rows, COLUMNS)
+    write_markdown(work_dir / "report.md", text)
     plot_map_vs_fps(rows, work_dir / "report.png", f"{opts.method} pruning: mAP50 vs FPS ({threads} threads)")
-    print(note + markdown_table(rows, COLUMNS), flush=True)
+    print(text, flush=True)
     return report
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
+from detkd.prune.groups import followers
 
 __all__ = ["SparsityModel", "choose_threshold", "effective_weights", "threshold_sweep", "weight_sparsity", "zero_below"]
 
@@ -37,14 +38,8 @@ def _weights(detector: nn.Module, names: Iterable[str]) -> list[torch.Tensor]:
 
 def _following_bn(detector: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
     """The BatchNorm2d right after conv ``conv_name`` in its ``Sequential`` (Conv2dNormActivation), if any."""
-    parent_name, _, child = conv_name.rpartition(".")
-    parent = detector.get_submodule(parent_name) if parent_name else detector
-    if not isinstance(parent, nn.Sequential):
-        return None
-    children = list(parent.named_children())
-    position = next(i for i, (n, _) in enumerate(children) if n == child)
-    follower = children[position + 1][1] if position + 1 < len(children) else None
-    return follower if isinstance(follower, nn.BatchNorm2d) else None
+    after = followers(detector, conv_name)
+    return after[0] if after and isinstance(after[0], nn.BatchNorm2d) else None
 
 
 def effective_weights(detector: nn.Module, names: Iterable[str], fold_bn: bool = True) -> list[torch.Tensor]:
