@@ -26,17 +26,27 @@ from mmengine.config import Config, DictAction
 from detkd.data.records import DatasetError, DatasetIndex
 from detkd.data.sources import guess_coco_image_dir
 
-__all__ = ["DictAction", "add_run_arguments", "ensure_generated", "load_config", "read_split"]
+__all__ = ["DictAction", "add_run_arguments", "add_verbose_argument", "ensure_generated", "load_config", "read_split"]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, options_example: str, resume_help: str) -> None:
-    """The options every training tool shares: ``--work-dir``, ``--cfg-options``, ``--resume``, ``--launcher``."""
+    """The options every training tool shares: ``--work-dir``, ``--cfg-options``, ``--resume``, ``--launcher``,
+    ``--verbose``."""
     parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
                         help=f"override config values, e.g. {options_example}")
     parser.add_argument("--resume", action="store_true", help=resume_help)
     parser.add_argument("--launcher", choices=("none", "pytorch"), default="none",
                         help="'pytorch' under torchrun for multi-GPU / multi-node (gloo on CPU)")
+    add_verbose_argument(parser)
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: mmengine's whole log (config, hook table, iteration lines) on the console too;
+    without it the console shows one line per epoch and the log file holds the rest."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="print mmengine's full log (config dump, hook table, iteration lines) on the console; "
+                             "it always goes to the run's log file")
 
 
 def load_config(path: str | Path, options: dict[str, Any] | None = None) -> Config:

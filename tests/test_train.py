@@ -34,8 +34,10 @@ def _options(data_root: Path, epochs: int = 2) -> list[str]:
     ]
 
 
-def _train(work_dir: Path, data_root: Path, *extra: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [*(launcher or [sys.executable]), str(REPO / "tools" / "train.py"), str(CONFIG), "--work-dir", str(work_dir), *_options(data_root), *extra]
+def _train(work_dir: Path, data_root: Path, *extra: str, launcher: list[str] | None = None,
+           epochs: int = 2) -> subprocess.CompletedProcess[str]:
+    cmd = [*(launcher or [sys.executable]), str(REPO / "tools" / "train.py"), str(CONFIG), "--work-dir", str(work_dir),
+           *_options(data_root, epochs), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -132,3 +134,14 @@ def test_tools_refuse_unsafe_or_missing_checkpoints(tiny_data, tmp_path):
     proc = _tool("export.py", CONFIG, tmp_path / "missing.pth", "--out", tmp_path / "x.onnx", *opts)
     assert proc.returncode == 2 and "missing.pth: checkpoint file not found" in proc.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_console_shows_epoch_lines_and_the_log_file_the_rest(tiny_data, tmp_path):
+    quiet = _train(tmp_path / "quiet", tiny_data, epochs=1).stdout
+    lines = [line for line in quiet.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("[quiet] epoch 1/1  loss ") and "val mAP50 " in lines[0], quiet
+    assert "Hooks will be executed" not in quiet and "Config:" not in quiet
+    log = next((tmp_path / "quiet").glob("2*/2*.log")).read_text()
+    assert "Hooks will be executed" in log and "Config:" in log  # the whole log is still written
+    loud = _train(tmp_path / "loud", tiny_data, "--verbose", epochs=1).stdout
+    assert "Hooks will be executed" in loud and "Config:" in loud and "[loud] epoch 1/1" in loud

@@ -87,6 +87,32 @@ def test_fitnets_stages_then_distillation(tiny_data, yolo_teacher, tmp_path):
     assert "loss_kd_obj" in next(r for r in _scalars(tmp_path) if "loss" in r)
 
 
+def test_stages_started_in_the_same_second_log_apart(tiny_data, yolo_teacher, tmp_path, monkeypatch):
+    """mmengine names a run's logger and visualizer after its start second; two stages started in one
+    second by one process must still log into their own folders."""
+    import time
+
+    from detkd.config import load_config
+    from detkd.distill.runner import run_distill
+
+    frozen = "20260101_000000"
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: frozen)  # every run starts "in the same second"
+    options = {"data.root": str(tiny_data), "data.generate": None, "imgsz": 64, "model.width": 0.125, "train.epochs": 1,
+               "train.batch_size": 4, "train.num_workers": 1, "train.log_interval": 1, "hints.epochs": 1,
+               "unlabeled.ratio": 0, "teacher.checkpoint": str(yolo_teacher)}
+    cfg = load_config(REPO / "configs" / "distill" / "fyolo_synthetic_hints.py", options)
+    run_distill(cfg, tmp_path)
+    hint_dir, student_dir = tmp_path / "hint_stage" / frozen, tmp_path / frozen
+    hint_rows = [json.loads(x) for x in (hint_dir / "vis_data" / "scalars.json").read_text().splitlines()]
+    student_rows = [json.loads(x) for x in (student_dir / "vis_data" / "scalars.json").read_text().splitlines()]
+    assert hint_rows and all("loss_kd_obj" not in r for r in hint_rows)
+    assert any("loss_kd_obj" in r for r in student_rows) and any("coco/AP50" in r for r in student_rows)
+    assert len([r for r in hint_rows if "loss" in r]) == len([r for r in student_rows if "loss" in r]) == 3  # 12 images / 4
+    hint_log, student_log = (hint_dir / f"{frozen}.log").read_text(), (student_dir / f"{frozen}.log").read_text()
+    assert "loss_hint_0" in hint_log and "loss_kd_obj" not in hint_log
+    assert "loss_kd_obj" in student_log and "loss_hint_0" not in student_log
+
+
 def test_takd_chain_of_three_networks(tiny_data, yolo_teacher, tmp_path):
     opts = [*_options(tiny_data, 1), "chain.0.model.width=0.125", "unlabeled.ratio=0"]
     proc = _run("train_distill.py", "distill/fyolo_synthetic_takd.py", tmp_path, opts, "--teacher-ckpt", str(yolo_teacher))

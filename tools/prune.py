@@ -28,6 +28,7 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
+from detkd.engine.console import set_verbose
 from detkd.prune.options import METHODS, PruneOptions
 
 STAGES = PruneOptions(method="singh").stages  # every stage; l1 / taylor skip the first two
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_verbose(args.verbose)
     options = dict(args.cfg_options)
     if args.method:
         options["prune.method"] = args.method

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
+from detkd.engine.console import set_verbose
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_verbose(args.verbose)
     try:
         cfg = load_config(args.config, args.cfg_options)
     except (FileNotFoundError, SyntaxError, KeyError) as exc:

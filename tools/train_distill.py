@@ -24,6 +24,7 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
+from detkd.engine.console import set_verbose
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_verbose(args.verbose)
     options = dict(args.cfg_options)
     if args.teacher_ckpt:
         options["teacher.checkpoint"] = args.teacher_ckpt

@@ -91,8 +91,9 @@ def _hint_taps(cfg: Config) -> list[HintTap]:
 
 
 def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none",
-                         stage: str = "distill", load_from: str | None = None) -> Runner:
-    """A Runner that trains ``cfg.model`` (the student) against ``cfg.teacher``."""
+                         stage: str = "distill", load_from: str | None = None, name: str | None = None) -> Runner:
+    """A Runner that trains ``cfg.model`` (the student) against ``cfg.teacher``; ``stage`` is the
+    kind (``hint`` / ``distill``), ``name`` what the console and the logs call the run."""
     teacher_cfg = dict(cfg.get("teacher") or {})
     distill_cfg = DistillConfig.from_dict(cfg.get("distill"))
     taps = _hint_taps(cfg)
@@ -122,7 +123,7 @@ def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False
     if taps:
         cfg.find_unused_parameters = True  # regressors idle in stage 2 when their weight is 0
     return build_runner(cfg, work_dir, resume, launcher, make_model=make_model, make_train_set=make_train_set,
-                        load_from=load_from)
+                        load_from=load_from, stage=name)
 
 
 class DistillStage:
@@ -169,9 +170,12 @@ def plan_stages(cfg: Config, work_dir: str | Path) -> list[DistillStage]:
     return stages
 
 
-def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none") -> Path:
+def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none",
+                name: str | None = None) -> Path:
     """Run every stage of :func:`plan_stages` (finished stages are skipped; with ``resume`` an
-    interrupted one continues from its last checkpoint). Returns the student's best checkpoint."""
+    interrupted one continues from its last checkpoint). Returns the student's best checkpoint.
+    ``name`` prefixes the stage names on the console (``demo_distilled/student/hint``)."""
+    prefix = f"{name}/" if name else ""
     teacher = dict(cfg.get("teacher") or {})
     hint_ckpt: str | None = None
     for stage in plan_stages(cfg, work_dir):
@@ -179,7 +183,8 @@ def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launche
         if not stage.finished():
             partial = resume and (stage.work_dir / "last_checkpoint").is_file()
             start = None if (partial or stage.kind == "hint") else hint_ckpt
-            build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start).train()
+            build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start,
+                                 name=f"{prefix}{stage.name}").train()
         # what the finished stage hands on: hint weights to its distillation, an assistant to the next net
         if stage.kind == "hint":
             hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")

@@ -1,7 +1,10 @@
-"""mmengine hooks detkd adds: self-describing, safely loadable checkpoints and a progress bar."""
+"""mmengine hooks detkd adds: self-describing, safely loadable checkpoints, the console's epoch lines,
+per-epoch augmentation seeds and BNN latent-weight clipping."""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -13,7 +16,7 @@ from tqdm import tqdm
 from detkd.engine.checkpoint import detector_meta
 from detkd.models.binary import BinaryConv2d, clip_latent_weights_
 
-__all__ = ["CheckpointMetaHook", "EpochSeedHook", "LatentWeightClipHook", "ProgressBarHook", "from_plain", "to_plain"]
+__all__ = ["CheckpointMetaHook", "EpochSeedHook", "EpochSummaryHook", "LatentWeightClipHook", "from_plain", "to_plain"]
 
 _BUFFER = "__history_buffer__"
 
@@ -69,29 +72,90 @@ class CheckpointMetaHook(Hook):
             checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])
 
 
-class ProgressBarHook(Hook):
-    """A tqdm bar per training epoch with the running loss (rank 0; hidden when not a terminal)."""
+def _loss_summary(sums: dict[str, float], count: int) -> str:
+    """``loss 3.21 (obj 0.52 cls 0.81 ...)``: epoch means, the total first, ``loss_`` prefixes dropped."""
+    if not count:
+        return "no training steps"
+    means = {k: v / count for k, v in sums.items()}
+    parts = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in means.items() if k != "loss")
+    total = f"loss {means['loss']:.3f}" if "loss" in means else ""
+    return f"{total} ({parts})" if total and parts else total or parts
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class EpochSummaryHook(Hook):
+    """The console of a training run: a tqdm bar during each epoch (rank 0, only on a terminal)
+    and one line per epoch, ``[stage] epoch 3/10  loss 3.210 (obj 0.520 ...)  val mAP50 0.412  1:05 elapsed, ETA 2:31``.
+
+    The line of an epoch that validates waits for the validation and carries its mAP50; the loss
+    values are means over the epoch. mmengine's own iteration lines go to the log file only
+    (see :mod:`detkd.engine.console`).
+    """
 
     priority = "BELOW_NORMAL"
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str = "train") -> None:
+        self.stage = stage
         self._bar: tqdm | None = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._pending: str | None = None
+        self._start = 0.0
+        self._first_epoch = 0
+
+    def before_train(self, runner: Any) -> None:
+        self._start, self._first_epoch = time.perf_counter(), runner.epoch
 
     def before_train_epoch(self, runner: Any) -> None:
+        self._flush(runner)  # the last epoch's line, when it did not validate
+        self._sums, self._count = {}, 0
         if runner.rank == 0:
-            desc = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
+            desc = f"[{self.stage}] epoch {runner.epoch + 1}/{runner.max_epochs}"
             self._bar = tqdm(total=len(runner.train_dataloader), desc=desc, leave=False, disable=None, dynamic_ncols=True)
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict[str, Any] | None = None) -> None:
+        for key, value in (outputs or {}).items():
+            if key.startswith("loss"):
+                self._sums[key] = self._sums.get(key, 0.0) + float(value.detach() if hasattr(value, "detach") else value)
+        self._count += 1
         if self._bar is not None:
             self._bar.update(1)
-            if outputs and "loss" in outputs:
-                self._bar.set_postfix(loss=f"{float(outputs['loss'].detach()):.3f}")
+            if "loss" in self._sums:
+                self._bar.set_postfix(loss=f"{self._sums['loss'] / self._count:.3f}")
 
     def after_train_epoch(self, runner: Any) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if runner.rank == 0:
+            # mmengine counts the epoch as done only after this hook: runner.epoch is still its index
+            self._pending = f"[{self.stage}] epoch {runner.epoch + 1}/{runner.max_epochs}  {_loss_summary(self._sums, self._count)}"
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        if self._pending is not None and metrics:
+            ap50 = next((v for k, v in metrics.items() if k.endswith("/AP50")), None)
+            if ap50 is not None:
+                self._pending += f"  val mAP50 {ap50:.3f}"
+        self._flush(runner)
+
+    def after_train(self, runner: Any) -> None:
+        self._flush(runner)
+
+    def _flush(self, runner: Any) -> None:
+        """Print the pending epoch line with the stage's elapsed time and ETA."""
+        if self._pending is None:
+            return
+        done = runner.epoch - self._first_epoch
+        elapsed = time.perf_counter() - self._start
+        left = elapsed / max(done, 1) * (runner.max_epochs - runner.epoch)
+        line = f"{self._pending}  {_duration(elapsed)} elapsed, ETA {_duration(left)}"
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+        self._pending = None
 
 
 class EpochSeedHook(Hook):

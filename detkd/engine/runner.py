@@ -8,7 +8,9 @@ detkd supplies the model, datasets, metric and hooks.
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
@@ -28,12 +31,13 @@ from detkd.data.transforms import AugmentConfig, build_eval_transform, build_tra
 from detkd.data.writers import coco_dict
 from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
-from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, LatentWeightClipHook, ProgressBarHook
+from detkd.engine.console import console_level
+from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook, LatentWeightClipHook
 from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.models.factory import build_model
 
-__all__ = ["build_detector", "build_runner", "dataloader_cfg", "init_cpu_distributed"]
+__all__ = ["DetkdRunner", "build_detector", "build_runner", "dataloader_cfg", "init_cpu_distributed"]
 
 YOLO_FAMILY = {"yolov2", "tiny_yolov2", "fyolo"}
 
@@ -84,7 +88,7 @@ def _optim_wrapper(cfg: Config) -> dict[str, Any]:
     return optim
 
 
-def _hooks(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _hooks(cfg: Config, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ckpt = cfg.get("checkpoint", {})
     default_hooks = dict(
         checkpoint=dict(
@@ -97,8 +101,8 @@ def _hooks(cfg: Config) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ),
         logger=dict(type="LoggerHook", interval=cfg.train.get("log_interval", 10)),
     )
-    custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook), dict(type=ProgressBarHook),
-                                         dict(type=LatentWeightClipHook)]
+    custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook),
+                                         dict(type=EpochSummaryHook, stage=stage), dict(type=LatentWeightClipHook)]
     if cfg.train.get("ema", False):
         custom_hooks.append(dict(type="EMAHook", momentum=cfg.train.get("ema_momentum", 0.0002), priority=49))
     return default_hooks, custom_hooks
@@ -114,6 +118,38 @@ def init_cpu_distributed() -> None:
         torch.distributed.init_process_group(backend="gloo")
 
 
+class DetkdRunner(Runner):
+    """mmengine's ``Runner`` with a log of its own and a quiet console.
+
+    mmengine names a run's logger, visualizer and message hub after the start time to the
+    second and reuses an existing instance of that name, so two runs started in one second by one
+    process (a FitNets hint stage and its distillation, a TAKD chain) would share the first run's
+    log folder and scalars file. Each detkd run adds a random part to the name, so every stage
+    gets its own instances and its own folder. The console handler of the logger shows warnings
+    only, unless :func:`detkd.engine.console.set_verbose` asked for everything; the log file
+    always holds everything (config, hook table, iteration lines).
+    """
+
+    def __init__(self, *args: Any, stage: str = "train", **kwargs: Any) -> None:
+        kwargs.setdefault("experiment_name", f"{stage.replace('/', '_')}_{uuid.uuid4().hex[:8]}")
+        super().__init__(*args, **kwargs)
+
+    def build_logger(self, log_level: int | str = "INFO", log_file: str | None = None, **kwargs: Any) -> MMLogger:
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:  # the console, not the file handler (a subclass)
+                handler.setLevel(max(handler.level, console_level()))
+                if console_level() > logging.INFO:
+                    handler.addFilter(_not_deprecation_notice)
+        return logger
+
+
+def _not_deprecation_notice(record: logging.LogRecord) -> bool:
+    """Console filter: mmengine's notices about its own APIs ("... will be deprecated") say nothing
+    to a detkd user; they stay in the log file."""
+    return "deprecated" not in record.getMessage()
+
+
 ModelFactory = Callable[[nn.Module], BaseModel]
 TrainSetFactory = Callable[[DetectionDataset], Dataset[Any]]
 
@@ -126,7 +162,8 @@ def build_runner(
     make_model: ModelFactory | None = None,
     make_train_set: TrainSetFactory | None = None,
     load_from: str | None = None,
-) -> Runner:
+    stage: str | None = None,
+) -> DetkdRunner:
     """A ready-to-train mmengine Runner for a detkd training config.
 
     Args:
@@ -135,6 +172,8 @@ def build_runner(
             :class:`~detkd.engine.model.DetectorModel`); distillation passes its distiller here.
         make_train_set: wraps the training dataset (distillation mixes unlabeled images in).
         load_from: a checkpoint whose weights start the run (not its optimizer or epoch).
+        stage: the name the console's epoch lines and the run's log names carry
+            (default: the work dir's name).
     """
     install_checkpoint_io()
     if launcher == "pytorch":
@@ -151,7 +190,8 @@ def build_runner(
     val_set = DetectionDataset(val_index, build_eval_transform(imgsz))
     detector = build_detector(dict(cfg.model), train_index.class_names, imgsz, train_index)
     epochs = int(train.epochs)
-    default_hooks, custom_hooks = _hooks(cfg)
+    stage = stage or Path(work_dir).resolve().name
+    default_hooks, custom_hooks = _hooks(cfg, stage)
     workers = int(train.get("num_workers", min(2, os.cpu_count() or 1)))
     assert val_index.category_ids is not None
     cfg = copy.deepcopy(cfg)
@@ -159,7 +199,8 @@ def build_runner(
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
                                      find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
     model = make_model(detector) if make_model is not None else DetectorModel(detector, DecodeConfig(**cfg.get("decode", {})))
-    return Runner(
+    return DetkdRunner(
+        stage=stage,
         model=model,
         load_from=load_from,
         work_dir=str(work_dir),
