@@ -236,7 +236,7 @@ def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
                      f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
                      f"onnxruntime {m['onnxruntime']}.\n\n" + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
-    plot_map_vs_fps([dict(r, name=f"{r['dataset']}:{r['method']}") for r in rows_all], RESULTS / "distill_ablation.png",
+    plot_map_vs_fps([dict(r, name=r["method"]) for r in rows_all], RESULTS / "distill_ablation.png",
                     "Distillation ablation: mAP50 vs ONNX Runtime FPS")
 
 

@@ -70,11 +70,12 @@ def ensure_generated(data: dict[str, Any]) -> None:
     wanted = {k: params[k] for k in sorted(params)}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return
-    from detkd.data.synthetic import generate_synthetic  # only when needed: drawing code
+    from detkd.data.synthetic import DEFAULT_PRESET, generate_synthetic  # only when needed: drawing code
     from detkd.fileio import atomic_write_json
 
     counts = {k: int(params.get(k, 0)) for k in ("train", "val", "test", "unlabeled")}
-    generate_synthetic(root, seed=int(params.get("seed", 0)), counts=counts, size=int(params.get("size", 320)))
+    generate_synthetic(root, seed=int(params.get("seed", 0)), counts=counts, size=int(params.get("size", 320)),
+                       preset=str(params.get("preset") or DEFAULT_PRESET))
     atomic_write_json(stamp, wanted)  # last, so an interrupted generation is redone
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps
+from detkd.engine.results import ResultsFile, markdown_table, pareto_front, plot_map_vs_fps
 
 
 def _row(name: str, map50: float, latency: float) -> dict:
@@ -49,3 +49,20 @@ def test_markdown_and_plot(tmp_path):
     assert "| teacher | 1.50M | 2.00G | 0.800 | 40.0 | - |" in table
     out = plot_map_vs_fps(rows, tmp_path / "plot.png", "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_front():
+    points = [(10.0, 0.5), (20.0, 0.4), (5.0, 0.6), (15.0, 0.3), (20.0, 0.4), (1.0, 0.55)]
+    # (15, 0.3) loses to (20, 0.4); (1, 0.55) to (5, 0.6); the two (20, 0.4) tie and both stay
+    assert pareto_front(points) == [2, 0, 1, 4]
+    assert pareto_front([]) == [] and pareto_front([(1.0, 1.0)]) == [0]
+
+
+def test_plot_has_one_panel_per_dataset(tmp_path):
+    from PIL import Image
+
+    rows = [dict(_row(name, m, ms), dataset=ds) for ds in ("bccd", "voc")
+            for name, m, ms in (("teacher", 0.8, 40.0), ("student", 0.7, 2.0), ("pruned", 0.6, 30.0))]
+    one = Image.open(plot_map_vs_fps(rows[:3], tmp_path / "one.png", "t"))
+    two = Image.open(plot_map_vs_fps(rows, tmp_path / "two.png", "t"))
+    assert two.width > one.width * 1.6 and abs(two.height - one.height) < 0.2 * one.height

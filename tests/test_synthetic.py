@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -19,6 +20,7 @@ from detkd.data.synthetic import (
     DIFFICULT_SIDE,
     DIFFICULT_VISIBLE,
     MIN_VISIBLE,
+    PRESETS,
     generate_synthetic,
     perturb_detections,
     render_image,
@@ -41,77 +43,68 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list:
-    """Thirty images at 128 px, rendered in memory (no files), for statistics."""
-    return [render_image(3, 0, i, 128) for i in range(30)]
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list]:
+    """Thirty images at 128 px of each preset, rendered in memory (no files), for statistics."""
+    return request.param, [render_image(3, 0, i, 128, request.param) for i in range(30)]
 
 
-def test_same_seed_is_byte_identical_across_worker_counts(dataset: Path, tmp_path: Path) -> None:
-    again = tmp_path / "again"
-    generate_synthetic(again, SEED, COUNTS, size=SIZE, workers=2, progress=False)
-    first, second = _files(dataset), _files(again)
-    assert sorted(first) == sorted(second)
-    assert all(first[name] == second[name] for name in first)
-    assert any(name.endswith(".jpg") for name in first) and "annotations/instances_train.json" in first
+def _relative_sides(images: list) -> np.ndarray:
+    """Each box's longer side over its image's shorter side."""
+    return np.concatenate([np.maximum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1]) / min(r.width, r.height)
+                           for r in images])
 
 
-def test_different_seed_differs(dataset: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    generate_synthetic(other, SEED + 1, {"train": 2}, size=SIZE, workers=1, progress=False)
-    for name in ("JPEGImages/train_000000.jpg", "JPEGImages/train_000001.jpg"):
-        assert (other / name).read_bytes() != (dataset / name).read_bytes()
-    ours = json.loads((dataset / "annotations/instances_train.json").read_text())
-    theirs = json.loads((other / "annotations/instances_train.json").read_text())
-    assert theirs["annotations"] != [a for a in ours["annotations"] if a["image_id"] <= 2]
-
-
-def test_layout(dataset: Path) -> None:
-    assert (dataset / "classes.txt").read_text().splitlines() == list(CLASSES)
-    assert sorted(p.name for p in (dataset / "unlabeled").iterdir()) == ["unlabeled_000000.jpg", "unlabeled_000001.jpg"]
-    assert len(list((dataset / "JPEGImages").glob("*.jpg"))) == COUNTS["train"] + COUNTS["val"]
-    assert len(list((dataset / "Annotations").glob("*.xml"))) == COUNTS["train"] + COUNTS["val"]
-    # A split with no images still gets its (empty) split file and JSON.
-    assert (dataset / "ImageSets/Main/test.txt").read_text() == ""
-    empty = json.loads((dataset / "annotations/instances_test.json").read_text())
-    assert empty["images"] == [] and empty["annotations"] == [] and len(empty["categories"]) == len(CLASSES)
-
-
-@pytest.mark.parametrize("split", ["train", "val"])
-def test_coco_json_is_valid(dataset: Path, split: str) -> None:
-    coco = COCO(str(dataset / "annotations" / f"instances_{split}.json"))
-    images = [coco.imgs[i] for i in sorted(coco.imgs)]
-    assert [img["id"] for img in images] == list(range(1, COUNTS[split] + 1))
-    assert [img["file_name"] for img in images] == [f"{split}_{i:06d}.jpg" for i in range(COUNTS[split])]
-    cats = coco.loadCats(coco.getCatIds())
-    assert [(c["id"], c["name"]) for c in cats] == [(i + 1, name) for i, name in enumerate(CLASSES)]
-    for img in images:
-        pixels = cv2.imread(str(dataset / "JPEGImages" / img["file_name"]))
-        assert pixels.shape == (img["height"], img["width"], 3)
-        assert 0.75 * SIZE - 1 <= img["width"] <= 1.25 * SIZE + 1
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
-            x, y, w, h = ann["bbox"]
-            assert w > 0 and h > 0 and x >= 0 and y >= 0
-            assert x + w <= img["width"] and y + h <= img["height"]
-    split_ids = (dataset / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
-    assert split_ids == [Path(img["file_name"]).stem for img in images]
-
-
-def test_content_is_worth_learning(rendered: list) -> None:
-    assert len(CLASSES) >= 6 and list(CLASSES) == sorted(CLASSES)
-    labels = np.concatenate([r.labels for r in rendered])
-    assert set(labels.tolist()) == set(range(len(CLASSES)))
-    assert len(labels) / len(rendered) > 2.0
-    assert max(len(r.labels) for r in rendered) >= 6  # some crowded images
-    rel_area = np.concatenate(
-        [(r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]) / (r.width * r.height) for r in rendered]
-    )
-    assert rel_area.min() < 0.01 and rel_area.max() > 0.15  # small and large objects
-    assert np.concatenate([r.difficult for r in rendered]).any()
-    visible = np.concatenate([r.visible_fraction for r in rendered])
+def test_content_is_worth_learning(rendered: tuple[str, list]) -> None:
+    preset, images = rendered
+    classes = PRESETS[preset].classes
+    assert len(classes) >= 5 and list(classes) == sorted(classes) and set(classes) <= set(CLASSES)
+    if preset == "hard":
+        assert classes == CLASSES  # the whole shape vocabulary
+    labels = np.concatenate([r.labels for r in images])
+    assert set(labels.tolist()) == set(range(len(classes)))
+    visible = np.concatenate([r.visible_fraction for r in images])
     assert (visible < 0.9).sum() >= 3  # occlusion (and truncation) happens
     assert visible.min() >= MIN_VISIBLE - 1e-6
-    assert len({(r.width, r.height) for r in rendered}) > 10  # sizes vary, for letterboxing
+    assert len({(r.width, r.height) for r in images}) > 10  # sizes vary, for letterboxing
+    sides = _relative_sides(images)
+    if preset == "hard":
+        assert len(labels) / len(images) > 2.0
+        assert max(len(r.labels) for r in images) >= 6  # some crowded images
+        rel_area = np.concatenate(
+            [(r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]) / (r.width * r.height) for r in images]
+        )
+        assert rel_area.min() < 0.01 and rel_area.max() > 0.15  # small and large objects
+        assert np.concatenate([r.difficult for r in images]).any()
+    else:  # standard: a few objects per image, each at least about a quarter of the short side
+        counts = [len(r.labels) for r in images]
+        assert min(counts) >= 1 and max(counts) <= 4 and 2.0 <= np.mean(counts) <= 4.0
+        whole = visible > 0.9  # an unoccluded object shows its drawn size
+        assert sides[whole].min() >= 0.22 and sides.max() <= 0.9
+        assert np.percentile(sides, 90) / np.percentile(sides, 10) >= 1.8  # scale still varies
+        assert np.concatenate([r.difficult for r in images]).mean() < 0.1
+
+
+def test_standard_objects_fit_a_stride_32_grid_at_the_demo_size(rendered: tuple[str, list]) -> None:
+    """At a 160 px input (the demo's) most objects span a stride-32 cell; in ``hard`` most do not."""
+    preset, images = rendered
+    at_160 = np.concatenate([_relative_sides([r]) * min(r.width, r.height) * 160 / max(r.width, r.height) for r in images])
+    share = float((at_160 >= 24).mean())
+    assert share >= 0.85 if preset == "standard" else share <= 0.5
+
+
+@pytest.mark.parametrize(("preset", "digest"), [("standard", "26c250f52abc38be"), ("hard", "b7671452dbf70be6")])
+def test_preset_golden(preset: str, digest: str) -> None:
+    """Pixels, boxes and labels of one image per preset never change unnoticed (``hard``'s digest is
+    the one the generator gave before presets existed)."""
+    r = render_image(5, 0, 3, 128, preset)
+    assert hashlib.sha256(r.image.tobytes() + r.boxes.tobytes() + r.labels.tobytes()).hexdigest()[:16] == digest
+
+
+def test_unknown_preset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown synthetic preset 'easy'; known: standard, hard"):
+        generate_synthetic(tmp_path / "x", 0, {"train": 1}, progress=False, preset="easy")
+    assert not (tmp_path / "x").exists()
 
 
 def test_boxes_are_the_visible_extent(dataset: Path) -> None:
@@ -157,7 +150,7 @@ def test_tool_subprocess(tmp_path: Path) -> None:
     cmd += ["--train", "2", "--val", "1", "--test", "1", "--unlabeled", "1", "--size", "64", "--workers", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert "train 2 images" in done.stdout and "circle" in done.stdout
+    assert "train 2 images" in done.stdout and "circle" in done.stdout and "standard preset" in done.stdout
     for name in ("train_000001.jpg", "val_000000.jpg", "test_000000.jpg"):
         assert (out / "JPEGImages" / name).is_file()
         assert (out / "Annotations" / name.replace(".jpg", ".xml")).is_file()
@@ -186,7 +179,7 @@ def _load_tool() -> ModuleType:
 
 
 @pytest.mark.parametrize(
-    "bad", [["--train", "-1"], ["--size", "16"], ["--workers", "0"], ["--val", "x"], ["--seed", "-3"]]
+    "bad", [["--train", "-1"], ["--size", "16"], ["--workers", "0"], ["--val", "x"], ["--seed", "-3"], ["--preset", "easy"]]
 )
 def test_tool_rejects_bad_args(tmp_path: Path, bad: list[str]) -> None:
     tool = _load_tool()

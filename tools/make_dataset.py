@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detkd.data.records import DatasetIndex
-from detkd.data.synthetic import LABELED_SPLITS, generate_synthetic
+from detkd.data.synthetic import DEFAULT_PRESET, LABELED_SPLITS, PRESETS, generate_synthetic
 
 __all__ = ["build_parser", "main", "summary"]
 
@@ -64,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test", type=_count, default=200, help="test images (default 200)")
     synth.add_argument("--unlabeled", type=_count, default=200, help="unlabeled images (default 200)")
     synth.add_argument("--size", type=_image_size, default=320, help="nominal image side, >= 32 (default 320)")
+    synth.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                       help="look of the images: 'standard' (learnable in minutes, the demo's) or 'hard' "
+                            "(small, crowded, heavily textured objects) (default %(default)s)")
     synth.add_argument("--workers", type=_workers, default=2, help="worker processes (default 2)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def summary(out: Path, indices: dict[str, DatasetIndex], unlabeled: int, seconds: float) -> str:
+def summary(out: Path, indices: dict[str, DatasetIndex], unlabeled: int, seconds: float, preset: str = DEFAULT_PRESET) -> str:
     """One paragraph: images and boxes per split, boxes per class, time taken."""
     splits = ", ".join(
         f"{split} {len(indices[split].records)} images / {indices[split].num_boxes} boxes" for split in LABELED_SPLITS
@@ -82,7 +85,7 @@ def summary(out: Path, indices: dict[str, DatasetIndex], unlabeled: int, seconds
             totals[name] = totals.get(name, 0) + n
     per_class = ", ".join(f"{name} {n}" for name, n in totals.items())
     return (
-        f"Wrote the synthetic dataset to {out}: {splits}, unlabeled {unlabeled} images. "
+        f"Wrote the synthetic dataset ({preset} preset) to {out}: {splits}, unlabeled {unlabeled} images. "
         f"Boxes per class: {per_class} ({difficult} flagged difficult). Took {seconds:.1f} s."
     )
 
@@ -92,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = {"train": args.train, "val": args.val, "test": args.test, "unlabeled": args.unlabeled}
     start = time.perf_counter()
     indices = generate_synthetic(
-        args.out, args.seed, counts, size=args.size, workers=args.workers, progress=not args.no_progress
+        args.out, args.seed, counts, size=args.size, workers=args.workers, progress=not args.no_progress,
+        preset=args.preset,
     )
-    print(summary(args.out, indices, args.unlabeled, time.perf_counter() - start))
+    print(summary(args.out, indices, args.unlabeled, time.perf_counter() - start, args.preset))
     return 0
 
 

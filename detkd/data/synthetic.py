@@ -43,13 +43,16 @@ from detkd.data.synthetic_shapes import (
     rasterise,
     texture,
 )
+from detkd.data.synthetic_presets import DEFAULT_PRESET, PRESETS, SyntheticPreset, get_preset
 from detkd.data.writers import write_coco, write_voc
 from detkd.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CLASSES",
+    "DEFAULT_PRESET",
     "LABELED_SPLITS",
     "MIN_VISIBLE",
+    "PRESETS",
     "SPLITS",
     "SyntheticImage",
     "generate_synthetic",
@@ -67,8 +70,6 @@ JPEG_QUALITY = 90
 _MIN_AREA = 12  # pixels: smaller shapes carry no shape information at all
 _MIN_INSIDE = 0.7  # at most 30 % of a new object may fall outside the image
 _PLACEMENT_TRIES = 8
-_SIZE_RANGE = (0.04, 0.6)  # object size as a fraction of the image's short side, log-uniform
-_CROWDED_MAX = 0.3  # crowded images hold smaller objects, else most placements would fail
 
 
 @dataclass
@@ -79,7 +80,7 @@ class SyntheticImage:
         image: Uint8[H, W, 3] BGR pixels, as written to the JPEG (before compression).
         instance_map: Int32[H, W]; ``k`` where object ``k - 1`` is visible, 0 elsewhere.
         boxes: Float32[N, 4] xyxy visible extent of each object (continuous pixel coordinates).
-        labels: Int64[N] indices into :data:`CLASSES`.
+        labels: Int64[N] indices into the preset's ``classes``.
         difficult: Bool[N].
         visible_fraction: Float32[N] visible pixels / pixels of the whole shape.
     """
@@ -133,10 +134,12 @@ def _image_rng(seed: int, split_index: int, image_index: int) -> np.random.Gener
     return np.random.default_rng(np.random.SeedSequence([seed, split_index, image_index]))
 
 
-def _place_object(canvas: _Canvas, rng: np.random.Generator, label: int, max_frac: float) -> bool:
+def _place_object(canvas: _Canvas, rng: np.random.Generator, label: int, max_frac: float, preset: SyntheticPreset) -> bool:
     """Try once to add an object of class ``label``; False when the placement was rejected."""
     h, w = canvas.inst.shape
-    drawn = rasterise(object_contours(rng, CLASSES[label], h, w, (_SIZE_RANGE[0], max_frac)), h, w)
+    contours = object_contours(rng, preset.classes[label], h, w, (preset.size_range[0], max_frac), preset.aspect_range,
+                               preset.rotation_range)
+    drawn = rasterise(contours, h, w)
     if drawn is None:
         return False
     region, mask, area = drawn
@@ -144,14 +147,16 @@ def _place_object(canvas: _Canvas, rng: np.random.Generator, label: int, max_fra
     if area < _MIN_AREA or inside < _MIN_INSIDE * area or not canvas.keeps_visible(region, mask):
         return False
     scale = math.sqrt(area)
-    canvas.paint(region, mask, object_pixels(rng, canvas.img[region], mask, scale), len(canvas.areas) + 1)
+    pixels = object_pixels(rng, canvas.img[region], mask, scale, preset.object_textures, preset.min_contrast,
+                           preset.contrast_tries)
+    canvas.paint(region, mask, pixels, len(canvas.areas) + 1)
     canvas.labels.append(label)
     canvas.areas.append(area)
     canvas.visible.append(inside)
     return True
 
 
-def _add_clutter(canvas: _Canvas, rng: np.random.Generator, count: int, late: bool) -> None:
+def _add_clutter(canvas: _Canvas, rng: np.random.Generator, count: int, late: bool, kinds: tuple[str, ...]) -> None:
     """Draw ``count`` distractors; late ones (over the objects) must respect :data:`MIN_VISIBLE`."""
     h, w = canvas.inst.shape
     for _ in range(count):
@@ -163,7 +168,7 @@ def _add_clutter(canvas: _Canvas, rng: np.random.Generator, count: int, late: bo
         mask = full[region] > 0
         if late and not canvas.keeps_visible(region, mask):
             continue
-        pixels = np.array(texture(rng, bh, bw, random_colour(rng), float(max(bw, bh))), dtype=np.float32)
+        pixels = np.array(texture(rng, bh, bw, random_colour(rng), float(max(bw, bh)), kinds), dtype=np.float32)
         canvas.paint(region, mask, pixels, 0)
 
 
@@ -183,27 +188,32 @@ def _read_boxes(canvas: _Canvas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes, fraction, difficult
 
 
-def render_image(seed: int, split_index: int, image_index: int, size: int = 320) -> SyntheticImage:
-    """Draw image ``image_index`` of split ``SPLITS[split_index]`` for ``seed`` (pure function).
+def render_image(
+    seed: int, split_index: int, image_index: int, size: int = 320, preset: str | SyntheticPreset = DEFAULT_PRESET
+) -> SyntheticImage:
+    """Draw image ``image_index`` of split ``SPLITS[split_index]`` for ``seed`` (pure function)
+    with the look of ``preset`` (see :mod:`detkd.data.synthetic_presets`).
 
     Width and height are each ``size`` × U(0.75, 1.25), so letterboxing gets exercised.
     """
+    look = get_preset(preset)
     rng = _image_rng(seed, split_index, image_index)
     h, w = (round(size * f) for f in rng.uniform(0.75, 1.25, 2))
-    canvas = _Canvas(img=background(rng, h, w), inst=np.zeros((h, w), np.int32))
-    _add_clutter(canvas, rng, int(rng.integers(2, 9)), late=False)
-    crowded = rng.random() < 0.2
-    count = int(rng.integers(6, 9)) if crowded else int(rng.integers(1, 6))
-    max_frac = _CROWDED_MAX if crowded else _SIZE_RANGE[1]
+    img = background(rng, h, w, look.background_amplitude, look.background_stripes, look.background_grid)
+    canvas = _Canvas(img=img, inst=np.zeros((h, w), np.int32))
+    _add_clutter(canvas, rng, int(rng.integers(*look.clutter_early)), False, look.object_textures)
+    crowded = rng.random() < look.crowded_prob
+    count = int(rng.integers(*look.crowded_count)) if crowded else int(rng.integers(*look.count_range))
+    max_frac = look.crowded_max if crowded else look.size_range[1]
     for _ in range(count):
-        label = int(rng.integers(len(CLASSES)))
+        label = int(rng.integers(len(look.classes)))
         for _ in range(_PLACEMENT_TRIES):
-            if _place_object(canvas, rng, label, max_frac):
+            if _place_object(canvas, rng, label, max_frac, look):
                 break
-    _add_clutter(canvas, rng, int(rng.integers(0, 4)), late=True)
+    _add_clutter(canvas, rng, int(rng.integers(*look.clutter_late)), True, look.object_textures)
     boxes, fraction, difficult = _read_boxes(canvas)
     return SyntheticImage(
-        image=finish(rng, canvas.img),
+        image=finish(rng, canvas.img, look.blur_prob, look.noise_sigma),
         instance_map=canvas.inst,
         boxes=boxes,
         labels=np.asarray(canvas.labels, dtype=np.int64),
@@ -221,6 +231,7 @@ class _Task:
     split_index: int
     image_index: int
     size: int
+    preset: str
 
 
 @dataclass(frozen=True)
@@ -234,7 +245,7 @@ class _Result:
 
 def _run_task(task: _Task) -> _Result:
     """Render one image, write its JPEG and return its annotations."""
-    rendered = render_image(task.seed, task.split_index, task.image_index, task.size)
+    rendered = render_image(task.seed, task.split_index, task.image_index, task.size, task.preset)
     ok, encoded = cv2.imencode(".jpg", rendered.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise RuntimeError(f"cv2.imencode failed for {task.path}")
@@ -282,7 +293,8 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[_Result
     return results
 
 
-def _check_args(seed: int, counts: dict[str, int], size: int, workers: int) -> None:
+def _check_args(seed: int, counts: dict[str, int], size: int, workers: int, preset: str) -> None:
+    get_preset(preset)  # a clear error for an unknown name
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; expected keys among {list(SPLITS)}")
@@ -303,7 +315,13 @@ def _image_path(out: Path, split: str, index: int) -> Path:
 
 
 def generate_synthetic(
-    out: Path, seed: int, counts: dict[str, int], size: int = 320, workers: int = 2, progress: bool = True
+    out: Path,
+    seed: int,
+    counts: dict[str, int],
+    size: int = 320,
+    workers: int = 2,
+    progress: bool = True,
+    preset: str = DEFAULT_PRESET,
 ) -> dict[str, DatasetIndex]:
     """Generate the synthetic dataset under ``out`` in VOC layout, COCO JSON and an unlabeled folder.
 
@@ -314,14 +332,16 @@ def generate_synthetic(
         size: nominal image side in pixels (>= 32); actual sides vary in [0.75, 1.25] × size.
         workers: processes drawing images.
         progress: show a tqdm bar on stderr.
+        preset: the look (``standard`` or ``hard``, see :mod:`detkd.data.synthetic_presets`).
 
     Returns:
         One :class:`DatasetIndex` per labeled split (``train``, ``val``, ``test``), image ids 1..N.
     """
-    _check_args(seed, counts, size, workers)
+    _check_args(seed, counts, size, workers, preset)
+    look = get_preset(preset)
     out = Path(out)
     tasks = [
-        _Task(_image_path(out, split, i), seed, split_index, i, size)
+        _Task(_image_path(out, split, i), seed, split_index, i, size, preset)
         for split_index, split in enumerate(SPLITS)
         for i in range(counts.get(split, 0))
     ]
@@ -336,12 +356,13 @@ def generate_synthetic(
                 ImageRecord(i + 1, path, res.width, res.height, res.boxes, res.labels, res.difficult, ann_file)
             )
         # The source names no folder, so the JSON is byte-identical wherever it is generated.
-        index = DatasetIndex(records, list(CLASSES), [], f"synthetic shapes (seed={seed}, split={split})")
+        source = f"synthetic shapes (preset={preset}, seed={seed}, split={split})"
+        index = DatasetIndex(records, list(look.classes), [], source)
         index.num_annotated_boxes = index.num_boxes
         write_voc(index, out, split)
         write_coco(index, out / "annotations" / f"instances_{split}.json", img_root=out / "JPEGImages")
         indices[split] = index
-    atomic_write_text(out / "classes.txt", "".join(f"{name}\n" for name in CLASSES))
+    atomic_write_text(out / "classes.txt", "".join(f"{name}\n" for name in look.classes))
     return indices
 
 

