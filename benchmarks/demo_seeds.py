@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}.\n\n"
             + summary(rows) + "\n" + markdown_table(rows, ["seed", *demo.COLUMNS]))
     write_markdown(args.results.with_suffix(".md"), text)
-    plot_map_vs_fps([dict(r, name=f"{r['name']} (seed {r['seed']})") for r in rows], args.results.with_suffix(".png"),
-                    "Demo across seeds: test mAP50 vs ONNX Runtime FPS")
+    plot_map_vs_fps(rows, args.results.with_suffix(".png"),  # one marker per model, a point per seed
+                    f"Demo, seeds {', '.join(str(s) for s in sorted({int(r['seed']) for r in rows}))}: test mAP50 vs ONNX Runtime FPS")
     print(text)
     return 0
 

@@ -1,9 +1,11 @@
 """bfloat16 mixed precision on the CPU (``train.cpu_amp``).
 
 mmengine's ``AmpOptimWrapper`` is CUDA-only. On a CPU with native bfloat16 (AVX512-BF16 or AMX,
-which oneDNN reports), autocasting the forward pass to bfloat16 halves the cost of the convolutions:
-measured here on a YOLOv2-style detector (width 0.375, 160 px, batch 16, 2 threads) a training step
-took 0.158 s instead of 0.264 s. bfloat16 keeps float32's exponent range, so no loss scaling is
+which oneDNN reports), autocasting the forward pass to bfloat16 makes the convolutions much cheaper:
+on this project's 2-core AMD EPYC the demo's teacher (YOLOv2-style, width 0.375, 160 px, batch 16)
+trained 20 epochs in 4:00 instead of 5:17, reaching val mAP50 0.657 instead of 0.640 (``tools/train.py
+configs/train/yolov2_synthetic.py --cfg-options imgsz=160 model.width=0.375 train.epochs=20
+train.cpu_amp=True``, one seed each). bfloat16 keeps float32's exponent range, so no loss scaling is
 needed; the detectors return float32 head outputs, so losses, decoding and a teacher's targets are
 computed in full precision. On a CPU without native bfloat16 it would be slower than float32, so it
 is then left off with a warning.
