@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkd.data.synthetic import generate_synthetic
+from detkd.data.synthetic import DEFAULT_PRESET, PRESETS, generate_synthetic
 from detkd.engine.checkpoint import load_checkpoint_file, load_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_train_writes_checkpoints_logs_and_resumes_exactly(trained, tiny_data, t
 
     # the checkpoint alone rebuilds the model (weights_only load, spec in meta)
     model = load_detector(full / "epoch_2.pth")
-    assert model.imgsz == 64 and len(model.class_names) == 7
+    assert model.imgsz == 64 and model.class_names == list(PRESETS[DEFAULT_PRESET].classes)
 
     # interrupted after epoch 1, then resumed: epoch 2 comes out identical
     resumed = tmp_path / "resumed"

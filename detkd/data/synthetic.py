@@ -270,7 +270,8 @@ def _init_spawned_worker() -> None:
 def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
     """Run tasks in order, in ``workers`` processes when more than one; results in task order."""
     results: list[_Result] = []
-    with tqdm(total=len(tasks), desc="synthetic", unit="img", file=sys.stderr, disable=not progress) as bar:
+    # disable=None: no bar when stderr is not a terminal (a log file would get every refresh)
+    with tqdm(total=len(tasks), desc="synthetic", unit="img", file=sys.stderr, disable=None if progress else True) as bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 results.append(_run_task(task))
