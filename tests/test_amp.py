@@ -44,3 +44,11 @@ def test_bf16_step_keeps_float32_outputs_and_learns():
         wrapper.update_params(loss)
         losses.append(float(loss))
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no native bfloat16")
+def test_ssd_outputs_are_float32_under_autocast():
+    model = build_model("ssd_cpu", class_names=CLASSES, imgsz=128, width=0.125)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(1, 3, 128, 128))
+    assert {k: v.dtype for k, v in out.items()} == {"bbox_regression": torch.float32, "cls_logits": torch.float32}

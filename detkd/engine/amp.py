@@ -6,8 +6,9 @@ on this project's 2-core AMD EPYC the demo's teacher (YOLOv2-style, width 0.375,
 trained 20 epochs in 4:00 instead of 5:17, reaching val mAP50 0.657 instead of 0.640 (``tools/train.py
 configs/train/yolov2_synthetic.py --cfg-options imgsz=160 model.width=0.375 train.epochs=20
 train.cpu_amp=True``, one seed each). bfloat16 keeps float32's exponent range, so no loss scaling is
-needed; the detectors return float32 head outputs, so losses, decoding and a teacher's targets are
-computed in full precision. On a CPU without native bfloat16 it would be slower than float32, so it
+needed; the YOLO and SSD detectors return float32 head outputs
+(:func:`detkd.models.detector.as_float32`), so losses, decoding and a teacher's targets are computed
+in full precision. On a CPU without native bfloat16 it would be slower than float32, so it
 is then left off with a warning.
 """
 

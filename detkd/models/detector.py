@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Detections", "Detector", "DecodeConfig"]
+__all__ = ["Detections", "Detector", "DecodeConfig", "as_float32"]
 
 Detections = list[dict[str, torch.Tensor]]
 
@@ -70,3 +70,12 @@ class Detector(Protocol):
         pixels, ``labels`` Int64[N], ``difficult`` Bool[N].
         """
         ...
+
+
+def as_float32(t: torch.Tensor) -> torch.Tensor:
+    """A head output in float32 (unchanged when it already is, so ONNX export records no cast).
+
+    Under bfloat16 autocast (``train.cpu_amp``) the convolutions return bfloat16; losses, decoding and
+    a teacher's targets need the precision of float32, so detectors return their raw outputs through this.
+    """
+    return t if t.dtype == torch.float32 else t.float()

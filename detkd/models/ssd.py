@@ -33,7 +33,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou, clip_boxes_to_image
 
-from detkd.models.detector import DecodeConfig, Detections
+from detkd.models.detector import DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.ssd_vgg import SSDVGGBackbone, ssd_anchor_generator
 from detkd.ops.nms import select_detections
@@ -121,7 +121,7 @@ class SSDDetector(nn.Module):
         if self._grid_sizes is None and not tracing:  # free here; decode/loss need it for the anchors
             self._grid_sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         out = self.head(feats)
-        return {"bbox_regression": out["bbox_regression"], "cls_logits": out["cls_logits"]}
+        return {"bbox_regression": as_float32(out["bbox_regression"]), "cls_logits": as_float32(out["cls_logits"])}
 
     # ---- default boxes -------------------------------------------------------------------------
     def _probe_grid_sizes(self) -> list[tuple[int, int]]:

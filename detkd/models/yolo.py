@@ -35,7 +35,7 @@ import torch.nn as nn
 from detkd.losses.yolo import YoloLossWeights, yolo_loss
 from detkd.models.backbones import DarknetBackbone, darknet19, scale_channels, tiny_darknet
 from detkd.models.box_coder import decode_grid
-from detkd.models.detector import DecodeConfig, Detections
+from detkd.models.detector import DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
 from detkd.ops.nms import select_detections
@@ -144,9 +144,7 @@ class YoloDetector(nn.Module):
         # while tracing for ONNX the sizes are traced tensors; the check would only freeze them
         if not torch.jit.is_tracing() and (h % self.stride or w % self.stride):
             raise ValueError(f"input size {h}x{w} is not a multiple of the stride {self.stride}")
-        out = self.head(self.neck(self.backbone(images)))
-        # float32 even under bfloat16 autocast (train.cpu_amp): losses and decoding need the precision
-        return out if out.dtype == torch.float32 else out.float()
+        return as_float32(self.head(self.neck(self.backbone(images))))
 
     def decode(self, outputs: torch.Tensor, cfg: DecodeConfig | None = None) -> Detections:
         """See :func:`yolo_decode`."""
