@@ -58,16 +58,16 @@ def classifier(num_classes: int) -> nn.Module:
 def save_row(row: dict, path: Path = RESULTS) -> None:
     """Add ``row`` to the results file (replacing the row of the same name) and rewrite its table."""
     from detkd.engine.benchmark import machine_info
+    from detkd.engine.results import markdown_table
 
     data = json.loads(path.read_text()) if path.is_file() else {"machine": machine_info(1), "rows": []}
     data["command"] = "python benchmarks/diagnose_learnability.py DATA_ROOT --name NAME"
     data["rows"] = [r for r in data["rows"] if r["name"] != row["name"]] + [row]
     atomic_write_json(path, data)
-    lines = ["| dataset | classes (chance) | train / val crops | val accuracy after 5 / 10 / 15 epochs |", "|---|---|---|---|"]
-    for r in data["rows"]:
-        accs = " / ".join(f"{a:.3f}" for a in r["val_accuracy"])
-        lines.append(f"| {r['name']} | {r['classes']} ({1 / r['classes']:.3f}) | {r['train_crops']} / {r['val_crops']} | {accs} |")
-    atomic_write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
+    columns = ["dataset", "classes (chance)", "train / val crops", "val accuracy after 5 / 10 / 15 epochs"]
+    table = [dict(zip(columns, (r["name"], f"{r['classes']} ({1 / r['classes']:.3f})", f"{r['train_crops']} / {r['val_crops']}",
+                                " / ".join(f"{a:.3f}" for a in r["val_accuracy"])), strict=True)) for r in data["rows"]]
+    atomic_write_text(path.with_suffix(".md"), markdown_table(table, columns))
 
 
 def main() -> int:

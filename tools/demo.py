@@ -58,14 +58,14 @@ def stage(title: str) -> None:
 def data_stages(cfg: Any, work: Path) -> int:
     """Stages 1-3; returns an exit status (0: go on)."""
     from detkd.data.check import check_dataset
-    from detkd.data.synthetic import perturb_detections
+    from detkd.data.synthetic import DEFAULT_PRESET, perturb_detections
     from detkd.data.writers import coco_dict, write_coco
     from detkd.engine.metrics import evaluate_detections
     from detkd.fileio import atomic_write_json
 
     stage("1/7 built-in dataset")
     ensure_generated(cfg.data)
-    print(f"dataset ready in {cfg.data['root']} (preset {cfg.data['generate'].get('preset', 'standard')})")
+    print(f"dataset ready in {cfg.data['root']} (preset {cfg.data['generate'].get('preset') or DEFAULT_PRESET})")
     stage("2/7 dataset check (train split)")
     report = check_dataset(cfg.data["root"], "voc", "train")
     print(report.to_text(max_defects=10))
@@ -121,13 +121,14 @@ def model_stages(cfgs: dict[str, Any], work: Path, threads: int) -> list[dict[st
     stage("7/7 test-split evaluation, ONNX export, latency")
     results = ResultsFile(work / "results.json", machine_info(threads), "python " + " ".join(sys.argv))
     test = read_split(dict(student_cfg.data), "test")
+    rows = []
     for name, ckpt in zip(MODELS, (teacher, distilled, labels_only), strict=True):
         cfg = cfgs[name]
         row = evaluate_and_time(name, load_detector(ckpt), test, work, threads, dataset="built-in (test)")
-        results.add({**row, "epochs": int(cfg.train.epochs), "seed": int(cfg.train.seed), "checkpoint": str(ckpt)})
-    rows = [r for name in MODELS for r in results.rows if r["name"] == name]
-    for r in rows:
-        r["speedup"] = rows[0]["onnx_latency_ms"] / r["onnx_latency_ms"]
+        rows.append({**row, "epochs": int(cfg.train.epochs), "seed": int(cfg.train.seed), "checkpoint": str(ckpt)})
+    for row in rows:  # the speedup is saved with each row (benchmarks/demo_seeds.py reads it)
+        row["speedup"] = rows[0]["onnx_latency_ms"] / row["onnx_latency_ms"]
+        results.add(row)
     write_markdown(work / "results.md", markdown_table(rows, COLUMNS))
     plot_map_vs_fps(rows, work / "results.png", f"built-in dataset, test split, {threads} threads")
     return rows

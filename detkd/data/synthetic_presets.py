@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from detkd.data.synthetic_shapes import CLASSES, TEXTURES
+
 __all__ = ["DEFAULT_PRESET", "PRESETS", "SyntheticPreset", "get_preset"]
 
 
@@ -92,7 +94,7 @@ PRESETS: dict[str, SyntheticPreset] = {
     ),
     "hard": SyntheticPreset(
         name="hard",
-        classes=("circle", "cross", "hexagon", "ring", "square", "star", "triangle"),
+        classes=CLASSES,  # the whole shape vocabulary
         size_range=(0.04, 0.6),
         aspect_range=(0.6, 1.6),
         rotation_range=(0.0, 2 * math.pi),
@@ -102,7 +104,7 @@ PRESETS: dict[str, SyntheticPreset] = {
         crowded_max=0.3,
         clutter_early=(2, 9),
         clutter_late=(0, 4),
-        object_textures=("solid", "stripes", "checker", "gradient", "noise"),
+        object_textures=TEXTURES,  # all of them
         min_contrast=50.0,
         contrast_tries=3,
         background_amplitude=(15.0, 60.0),

@@ -204,7 +204,7 @@ def _weight_map(kind: str, rng: np.random.Generator, h: int, w: int, scale: floa
 
 
 def texture(
-    rng: np.random.Generator, h: int, w: int, colour: np.ndarray, scale: float, kinds: tuple[str, ...] = TEXTURES
+    rng: np.random.Generator, h: int, w: int, colour: np.ndarray, scale: float, kinds: tuple[str, ...]
 ) -> np.ndarray:
     """A texture drawn uniformly from ``kinds`` (names in :data:`TEXTURES`; repeat one to weight it)
     of base ``colour`` over an ``h×w`` patch, Float32[h, w, 3]."""

@@ -174,7 +174,7 @@ def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launche
                 name: str | None = None) -> Path:
     """Run every stage of :func:`plan_stages` (finished stages are skipped; with ``resume`` an
     interrupted one continues from its last checkpoint). Returns the student's best checkpoint.
-    ``name`` prefixes the stage names on the console (``demo_distilled/student/hint``)."""
+    ``name`` prefixes the stage names on the console (``distilled/student/hint``)."""
     prefix = f"{name}/" if name else ""
     teacher = dict(cfg.get("teacher") or {})
     hint_ckpt: str | None = None

@@ -14,7 +14,6 @@ is then left off with a warning.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn as nn
 from mmengine.optim import OptimWrapper
 
-__all__ = ["CpuBf16OptimWrapper", "cpu_bf16_supported", "warn_without_bf16"]
+__all__ = ["CpuBf16OptimWrapper", "cpu_bf16_supported"]
 
 
 def cpu_bf16_supported() -> bool:
@@ -41,6 +40,3 @@ class CpuBf16OptimWrapper(OptimWrapper):
         with super().optim_context(model), torch.autocast("cpu", dtype=torch.bfloat16):
             yield
 
-
-def warn_without_bf16() -> None:
-    warnings.warn("train.cpu_amp=True, but this CPU has no native bfloat16: training in float32", stacklevel=2)

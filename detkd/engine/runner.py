@@ -11,6 +11,7 @@ import copy
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from detkd.data.dataset import DetectionDataset
 from detkd.data.records import DatasetIndex
 from detkd.data.transforms import AugmentConfig, build_eval_transform, build_train_transform
 from detkd.data.writers import coco_dict
-from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported, warn_without_bf16
+from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported
 from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
 from detkd.engine.console import console_level
@@ -93,7 +94,7 @@ def _optim_wrapper(cfg: Config) -> dict[str, Any]:
         if cpu_bf16_supported():
             optim.setdefault("type", CpuBf16OptimWrapper)
         else:
-            warn_without_bf16()
+            warnings.warn("train.cpu_amp=True, but this CPU has no native bfloat16: training in float32", stacklevel=2)
     return optim
 
 
