@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detkd.errors import DatasetError
+
 __all__ = [
     "DatasetError",
     "Defect",
@@ -27,10 +29,6 @@ __all__ = [
     "ImageRecord",
     "sanitize_boxes",
 ]
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be used at all (missing root, nothing usable left, bad class list)."""
 
 
 class DefectKind(str, enum.Enum):

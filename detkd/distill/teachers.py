@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from detkd.errors import TeacherError
 from detkd.models.box_coder import assign_cells, best_anchors, decode_grid, encode, raw_to_encoded
 from detkd.ops.fm_nms import TeacherMap
 
@@ -62,10 +63,6 @@ __all__ = [
 ]
 
 _EPS = 1e-6
-
-
-class TeacherError(ValueError):
-    """Teacher and student do not fit together (sizes, classes) and the config does not map them."""
 
 
 @dataclass(frozen=True)

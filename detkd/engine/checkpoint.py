@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from mmengine.fileio import LocalBackend, register_backend
 
+from detkd.errors import CheckpointError
 from detkd.fileio import atomic_write_bytes
 from detkd.models.factory import build_model, model_spec
 
@@ -46,10 +47,6 @@ __all__ = [
     "save_detector",
     "write_checkpoint",
 ]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unsafe, or does not fit the model."""
 
 
 def _numpy_globals() -> list[Any]:

@@ -21,12 +21,13 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
+from detkd.errors import DetkdError
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["ExportError", "ParityReport", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
 
 
-class ExportError(RuntimeError):
+class ExportError(DetkdError):
     """Export failed, or the exported model does not reproduce PyTorch."""
 
 

@@ -18,29 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from detkd.options import DecodeConfig  # re-exported: the detector protocol decodes with it
+
 __all__ = ["Detections", "Detector", "DecodeConfig", "as_float32"]
 
 Detections = list[dict[str, torch.Tensor]]
-
-
-class DecodeConfig:
-    """Post-processing thresholds shared by all detectors.
-
-    Attributes:
-        score_thr: drop candidates below this score (0.001 for mAP evaluation, higher to deploy).
-        nms_iou: IoU threshold of the per-class NMS.
-        max_det: detections kept per image after NMS.
-        pre_nms_topk: candidates per image considered by NMS.
-    """
-
-    def __init__(self, score_thr: float = 0.001, nms_iou: float = 0.5, max_det: int = 100, pre_nms_topk: int = 1000) -> None:
-        self.score_thr = score_thr
-        self.nms_iou = nms_iou
-        self.max_det = max_det
-        self.pre_nms_topk = pre_nms_topk
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"score_thr": self.score_thr, "nms_iou": self.nms_iou, "max_det": self.max_det, "pre_nms_topk": self.pre_nms_topk}
 
 
 @runtime_checkable

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torchvision.ops import batched_nms
 
-if TYPE_CHECKING:  # type only: ops stay below models in the import graph
-    from detkd.models.detector import DecodeConfig
+from detkd.options import DecodeConfig
 
 __all__ = ["select_detections"]
 

@@ -42,6 +42,7 @@ from detkd.config import read_split
 from detkd.engine.checkpoint import best_checkpoint, detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
+from detkd.errors import RunStateError
 from detkd.fileio import atomic_write_json
 from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
@@ -52,7 +53,7 @@ from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weig
 __all__ = ["PipelineError", "PrunePipeline", "load_source"]
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RunStateError):
     """A stage cannot run: an unfinished run without resume, or a work dir of another run."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from detkd.errors import ConfigError
 from detkd.fileio import atomic_write_text
 from detkd.prune.groups import PruningGraph
 from detkd.prune.importance import Importance
@@ -29,7 +30,7 @@ from detkd.prune.importance import Importance
 __all__ = ["LayerPlan", "PlanError", "PruningPlan", "apply_plan", "count_cost", "plan_by_ratio", "make_plan", "reshape_like"]
 
 
-class PlanError(ValueError):
+class PlanError(ConfigError):
     """A plan that does not fit the model it is applied to."""
 
 
