@@ -27,6 +27,7 @@ import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config, read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info
 from detkd.engine.checkpoint import load_detector
+from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,15 +52,11 @@ def train_detkd(name: str, model: str, args: argparse.Namespace) -> Path:
     work = WORK / name
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / "configs" / "train" / f"{model}_bccd.py"),
            "--work-dir", str(work), "--cfg-options", f"data.root={args.data}", f"train.epochs={args.epochs}"]
-    if (work / "last_checkpoint").is_file():
-        cmd.append("--resume")
-    if not (work / f"epoch_{args.epochs}.pth").is_file():
+    cmd.append("--resume")  # continue an interrupted run (a new folder starts fresh)
+    if not RunState(work).finished():
         print("$", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    best = sorted(work.glob("best_coco_AP50_epoch_*.pth"))
-    if not best:
-        raise RuntimeError(f"{work}: training finished without a best checkpoint")
-    return best[-1]
+    return best_checkpoint(work)
 
 
 def train_yolov8n(args: argparse.Namespace) -> Path:

@@ -29,7 +29,8 @@ from pathlib import Path
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config, read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info, time_fn
-from detkd.engine.checkpoint import best_checkpoint, load_detector
+from detkd.engine.checkpoint import load_detector
+from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import ResultsFile, markdown_table, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +82,8 @@ def train(method: str, args: argparse.Namespace) -> Path:
     else:
         cmd = [sys.executable, "tools/train.py", f"configs/train/{spec['train']}.py"]
     cmd += ["--work-dir", str(work), "--cfg-options", *options(args, method)]
-    if not (work / f"epoch_{args.epochs}.pth").is_file():
-        cmd += ["--resume"] if (work / "last_checkpoint").is_file() else []
+    if not RunState(work).finished():
+        cmd += ["--resume"]  # continue an interrupted run (a new folder starts fresh)
         print("$", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     return best_checkpoint(work)

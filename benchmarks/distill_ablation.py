@@ -34,7 +34,8 @@ from pathlib import Path
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config, read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info
-from detkd.engine.checkpoint import best_checkpoint, load_detector
+from detkd.engine.checkpoint import load_detector
+from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,9 +112,8 @@ def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Pa
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
         cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
                "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
-    epochs = (args.teacher_epochs or args.epochs) if method == "teacher" else args.epochs
-    if not (work / f"epoch_{epochs}.pth").is_file():
-        run([*cmd, "--resume"] if (work / "last_checkpoint").is_file() or (work / "hint_stage").is_dir() else cmd)
+    if not RunState(work).finished():  # --resume: continue an interrupted run (a new folder starts fresh)
+        run([*cmd, "--resume"])
     return best_checkpoint(work)
 
 

@@ -69,8 +69,7 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
         cmd += ["--ratio", str(ratio)]
     if stages:
         cmd += ["--stage", *stages]
-    if (work / "retrain" / "last_checkpoint").is_file() or (work / "sparsity" / "last_checkpoint").is_file():
-        cmd.append("--resume")
+    cmd.append("--resume")  # continue an interrupted training stage (a new folder starts fresh)
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     report = json.loads((work / "report.json").read_text())

@@ -17,16 +17,74 @@ configs); override any value with ``--cfg-options data.root=/path/to/VOC2007``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from detkd.data.records import DatasetError, DatasetIndex
 from detkd.data.sources import guess_coco_image_dir
+from detkd.errors import ConfigError, add_debug_argument
+from detkd.options import RunOptions, options_dict, parse_options
 
-__all__ = ["DictAction", "add_run_arguments", "add_verbose_argument", "ensure_generated", "load_config", "read_split"]
+__all__ = ["DictAction", "add_run_arguments", "add_verbose_argument", "ensure_generated", "load_config", "parse_value",
+           "read_split", "run_options"]
+
+SECTIONS = ("data", "imgsz", "train", "decode", "checkpoint", "teacher", "distill", "unlabeled", "hints", "chain", "prune")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``text`` split at commas outside brackets and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def parse_value(text: str) -> Any:
+    """A ``--cfg-options`` value: a Python literal (``3``, ``0.5``, ``'a b'``, ``[1, 2]``, ``{"a": 1}``),
+    ``true``/``false``/``none`` in any case, ``a,b,c`` or ``[a, b]`` as a list of such values, else
+    the text itself, spaces kept (``data.root=/my data/VOC``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    lowered = text.strip().lower()
+    if lowered in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(lowered)
+    inner = text.strip()
+    bracketed = len(inner) > 1 and inner[0] + inner[-1] in ("[]", "()")
+    if bracketed or ("," in inner and len(_split_top_level(inner)) > 1):
+        items = [parse_value(part.strip()) for part in _split_top_level(inner[1:-1] if bracketed else inner) if part.strip()]
+        return tuple(items) if inner[0] == "(" and bracketed else items
+    return text
+
+
+class DictAction(argparse.Action):
+    """``--cfg-options KEY=VALUE ...`` into ``{"KEY": value}`` (values by :func:`parse_value`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        options = dict(getattr(namespace, self.dest) or {})
+        for item in [values] if isinstance(values, str) else list(values or []):
+            key, sep, value = str(item).partition("=")
+            if not sep or not key:
+                parser.error(f"{option_string}: {item!r} is not KEY=VALUE")
+            options[key.strip()] = parse_value(value)
+        setattr(namespace, self.dest, options)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, options_example: str, resume_help: str) -> None:
@@ -39,6 +97,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, options_example: str, res
     parser.add_argument("--launcher", choices=("none", "pytorch"), default="none",
                         help="'pytorch' under torchrun for multi-GPU / multi-node (gloo on CPU)")
     add_verbose_argument(parser)
+    add_debug_argument(parser)
 
 
 def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,14 +109,35 @@ def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | Path, options: dict[str, Any] | None = None) -> Config:
-    """Load a config file and apply ``--cfg-options`` style overrides (``{"a.b": value}``)."""
+    """Load a config file, apply ``--cfg-options`` style overrides (``{"a.b": value}``) and check every
+    section (:func:`detkd.options.parse_options`); the checked sections, every default filled in,
+    replace the file's, so the run's resolved config shows what it ran with.
+
+    Raises:
+        ConfigError: a missing or unreadable config file, an unknown key, or a bad value.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    cfg = Config.fromfile(str(path))
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as exc:  # mmengine re-raises the config's own SyntaxError, NameError, ImportError...
+        raise ConfigError(f"{path}: cannot read the config: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if options:
-        cfg.merge_from_dict(options)
+        try:
+            cfg.merge_from_dict(options)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: --cfg-options {options}: {exc}") from exc
+    opts = parse_options(cfg, str(path))
+    for key in SECTIONS:
+        if key != "data" or opts.data is not None:
+            cfg[key] = options_dict(getattr(opts, key))
     return cfg
+
+
+def run_options(cfg: Config | dict[str, Any]) -> RunOptions:
+    """The typed options of a config (already checked by :func:`load_config`; cheap to read again)."""
+    return parse_options(cfg)
 
 
 def ensure_generated(data: dict[str, Any]) -> None:

@@ -1,7 +1,10 @@
 """Atomic file output: write to a temporary file in the target folder, then rename over the target.
 
 A crash, a full disk or Ctrl-C while writing never leaves a half-written checkpoint, results file
-or annotation behind: readers see the old file or the new one, never a mix.
+or annotation behind: readers see the old file or the new one, never a mix. Temporary files are
+named ``.<target name>.<random>.detkd-tmp`` (:data:`TEMP_SUFFIX`), so that after a kill -9 the next
+detkd run in that folder finds and removes them (:func:`remove_temp_files`), and the renamed file
+gets the permissions any new file gets under the process's umask (``mkstemp`` alone gives 0600).
 """
 
 from __future__ import annotations
@@ -13,7 +16,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["TEMP_SUFFIX", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "new_file_mode",
+           "remove_temp_files"]
+
+TEMP_SUFFIX = ".detkd-tmp"
+
+
+def new_file_mode() -> int:
+    """``0o666`` minus the process's umask: the mode ``open(path, "w")`` would give a new file."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def remove_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files an interrupted atomic write left in ``folder`` and below (only
+    detkd's: ``.*.detkd-tmp``); returns what was removed."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in root.rglob(f".*{TEMP_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
@@ -24,11 +51,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
+            os.fchmod(handle.fileno(), new_file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:

@@ -59,7 +59,7 @@ PRUNE = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs" / "pr
 @pytest.mark.parametrize("path", PRUNE, ids=[p.stem for p in PRUNE])
 def test_prune_config_builds(path):
     from detkd.prune.groups import resolve_layer_set
-    from detkd.prune.options import PruneOptions
+    from detkd.options import PruneOptions
 
     cfg = load_config(path)
     opts = PruneOptions.from_dict(cfg.prune)

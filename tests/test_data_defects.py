@@ -8,11 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from detkd.data import DatasetError, DatasetWarning, DetectionDataset, check_dataset
 from detkd.data.coco import read_coco
+from detkd.data.images import load_image, to_rgb8
 from detkd.data.records import DefectKind
 from detkd.data.voc import read_voc
 from detkd.data.writers import coco_dict, write_voc, write_yolo
@@ -216,3 +219,111 @@ def test_bccd_counts_and_its_two_zero_area_boxes():
 def test_voc_writer_keeps_difficult_flag(fixture_index, tmp_path):
     write_voc(fixture_index, tmp_path / "v", "s")
     assert read_voc(tmp_path / "v", "s", CLASSES).records[0].difficult.tolist() == [False, True]
+
+
+def _gradient16(height: int = 32, width: int = 64) -> np.ndarray:
+    """uint16 values from 0 to 65535 (both included) in row-major order."""
+    return np.linspace(0, 65535, height * width).round().astype(np.uint16).reshape(height, width)
+
+
+def test_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    values = _gradient16()
+    path = tmp_path / "gray16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL really holds 16-bit data for this file
+    pixels = load_image(path)
+    assert pixels.shape == (*values.shape, 3) and pixels.dtype == np.uint8
+    expected = np.round(values / 257.0)
+    for channel in range(3):
+        assert np.abs(pixels[..., channel].astype(int) - expected).max() <= 1
+    assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    assert abs(float(pixels.mean()) - 127.5) < 2  # a gradient, not a nearly white image
+
+
+def test_16_bit_rgb_png_is_scaled_to_8_bits(tmp_path):
+    gray = _gradient16()
+    rgb = np.stack([gray, gray[::-1, ::-1], np.full_like(gray, 257 * 40)], axis=-1)
+    path = tmp_path / "rgb48.png"
+    assert cv2.imwrite(str(path), rgb[..., ::-1].copy())  # OpenCV writes BGR, 16 bits per channel
+    pixels = load_image(path)
+    assert pixels.shape == rgb.shape and pixels.dtype == np.uint8
+    assert np.abs(pixels.astype(int) - np.round(rgb / 257.0)).max() <= 1
+    assert np.all(pixels[..., 2] == 40) and float(pixels.mean()) < 100
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_sixteen_bit_pil_modes_scale_by_257(mode):
+    values = np.array([[0, 128, 129, 257, 32768], [40000, 65279, 65534, 65535, 70000]], dtype=np.int64)
+    clipped = np.clip(values, 0, 65535)
+    if mode == "I":
+        image = Image.fromarray(values.astype(np.int32))
+    else:
+        dtype = ">u2" if mode == "I;16B" else "<u2"
+        image = Image.frombytes(mode, (values.shape[1], values.shape[0]), clipped.astype(dtype).tobytes())
+    assert image.mode == mode
+    pixels = to_rgb8(image)
+    np.testing.assert_array_equal(pixels[..., 0], np.round(clipped / 257.0))
+    np.testing.assert_array_equal(pixels[..., 0], pixels[..., 2])
+
+
+def test_float_images_scale_from_unit_range_or_stretch_their_own_range():
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    np.testing.assert_array_equal(to_rgb8(unit)[0, :, 1], [0, 128, 255])
+    wide = Image.fromarray(np.array([[-10.0, 0.0, 10.0]], dtype=np.float32))
+    np.testing.assert_array_equal(to_rgb8(wide)[0, :, 1], [0, 128, 255])
+
+
+def _voc_with_unannotated_image(root: Path) -> Path:
+    """``a`` is annotated; ``b`` has an image and is listed in the split but has no XML."""
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("cat", [1, 1, 20, 20])]))
+    write_image(root / "JPEGImages" / "a.jpg", 64, 48)
+    write_image(root / "JPEGImages" / "b.jpg", 64, 48, seed=1)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
+    return root
+
+
+def test_voc_listed_image_without_xml_is_a_missing_annotation_defect(tmp_path):
+    root = _voc_with_unannotated_image(tmp_path / "voc")
+    index = read_voc(root, "train", CLASSES)
+    assert [(Path(d.file).name, d.kind, d.action) for d in index.defects] == [
+        ("b.xml", DefectKind.MISSING_ANNOTATION, "skipped image")
+    ]
+    assert index.num_listed == 2 and [r.path.stem for r in index.records] == ["a"]
+    tool = [sys.executable, str(REPO / "tools" / "check_dataset.py"), str(root), "--split", "train"]
+    proc = subprocess.run(tool, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "images: 1 usable of 2 listed" in proc.stdout and "missing_annotation=1" in proc.stdout
+    assert "b.xml: missing_annotation: listed in the split, no XML (skipped image)" in proc.stdout
+
+
+def test_voc_without_split_reports_images_that_no_xml_annotates(tmp_path):
+    root = _voc_with_unannotated_image(tmp_path / "voc")
+    (root / "Annotations" / "c.xml").write_text(_voc_xml("c_photo.jpg", [("dog", [1, 1, 9, 9])]))
+    write_image(root / "JPEGImages" / "c_photo.jpg", 64, 48, seed=2)  # annotated through <filename>
+    index = read_voc(root, None, CLASSES)
+    assert [(Path(d.file).name, d.kind) for d in index.defects] == [("b.jpg", DefectKind.MISSING_ANNOTATION)]
+    assert index.num_listed == 3 and sorted(r.path.name for r in index.records) == ["a.jpg", "c_photo.jpg"]
+    report = check_dataset(root, "voc")
+    assert report.defect_counts() == {"missing_annotation": 1} and report.images_listed == 3
+
+
+def test_coco_image_whose_file_is_missing_is_reported_once(fixture_index, tmp_path):
+    data = coco_dict(fixture_index, fixture_index.image_root)
+    data["images"].append({"id": 4, "file_name": "gone.jpg", "width": 5, "height": 5})  # no annotations either
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    index = read_coco(tmp_path / "c.json", fixture_index.image_root)
+    about_gone = [d for d in index.defects if "gone.jpg" in d.file or "image 4 " in d.detail]
+    assert [(d.kind, d.action) for d in about_gone] == [(DefectKind.MISSING_IMAGE, "skipped image")]
+    # the image that exists and has no annotations is still reported, once, as a kept background image
+    empty = [d for d in index.defects if d.kind == DefectKind.EMPTY_ANNOTATION]
+    assert [d.detail for d in empty] == ["image 3 has no annotations"] and empty[0].action == "kept"
+
+
+def test_voc_missing_image_with_empty_xml_is_reported_once(tmp_path):
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", []))
+    index = read_voc(root, None, CLASSES)
+    assert [d.kind for d in index.defects] == [DefectKind.MISSING_IMAGE]

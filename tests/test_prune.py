@@ -14,7 +14,7 @@ from detkd.engine.checkpoint import CheckpointError, load_detector, save_detecto
 from detkd.models.factory import build_model
 from detkd.prune.groups import Consumer, PruningGraph, layer_sets, resolve_layer_set
 from detkd.prune.importance import L1Importance, SinghImportance, TaylorImportance, singh_selection, zero_fractions
-from detkd.prune.options import PruneOptions
+from detkd.options import PruneOptions
 from detkd.prune.pruner import PlanError, PruningPlan, apply_plan, make_plan, plan_by_ratio
 from detkd.prune.sparsity import SparsityModel, choose_threshold, weight_sparsity, zero_below
 
@@ -244,7 +244,7 @@ def test_prune_options_are_checked():
     assert opts.stages == ("plan", "apply", "retrain", "report") and opts.sweep.max_drop == 0.02
     assert PruneOptions.from_dict(None).stages[0] == "sparsity"
     for bad, match in [({"method": "random"}, "prune.method"), ({"ratio": 1.0}, "prune.ratio"),
-                       ({"sparsity": {"epoch": 3}}, "unknown prune.sparsity"), ({"scope": "net"}, "prune.scope")]:
+                       ({"sparsity": {"epoch": 3}}, "unknown config key prune.sparsity.epoch"), ({"scope": "net"}, "prune.scope")]:
         with pytest.raises(ValueError, match=match):
             PruneOptions.from_dict(bad)
     model = tiny_ssd()

@@ -143,7 +143,7 @@ def test_ssd_teacher_at_another_input_size(tiny_data, tmp_path):
 
 
 def test_ultralytics_teacher(tiny_data, tmp_path):
-    opts = [*_options(tiny_data, 1), "unlabeled.ratio=0", "distill.hinton.weight=0.5"]
+    opts = [*_options(tiny_data, 1), "unlabeled.ratio=0", "distill.hinton.weight=0.5", "teacher.allow_untrained=True"]
     _run("train_distill.py", "distill/fyolo_synthetic.py", tmp_path, opts, "--teacher-ckpt", "yolov8n.yaml")
     rows = [r for r in _scalars(tmp_path) if "loss_kd_obj" in r]
     assert rows and "loss_hinton" in rows[0]

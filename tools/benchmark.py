@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from detkd.config import DictAction
+from detkd.errors import add_debug_argument, run_tool
 
 COLUMNS = ["name", "imgsz", "threads", "params", "flops", "mAP50", "AP", "torch_latency_ms", "onnx_latency_ms", "onnx_fps", "decode_ms", "onnx_size_mb"]
 
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("work_dirs/benchmark"))
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
     parser.add_argument("--trust", action="store_true", help="allow pickled checkpoints (ultralytics .pt files you trust)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     for spec in args.models:
         if "=" not in spec:
@@ -53,23 +55,31 @@ def load(path: Path, imgsz: int, class_names: list[str], trust: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from detkd.config import load_config, read_split
+    return run_tool(lambda: compare(args), args.debug)
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Evaluate and time every model, then write the table and the plot; a fresh comparison every
+    time (rows of an earlier run in the same --out-dir are dropped)."""
+    from detkd.config import load_config, read_split, run_options
     from detkd.engine.benchmark import evaluate_and_time, machine_info
+    from detkd.engine.evaluate import check_classes
     from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        index = read_split(dict(cfg.data), args.split)
-        results = ResultsFile(args.out_dir / "benchmark.json", machine_info(args.threads), "python " + " ".join(sys.argv))
-        results.data["rows"] = []  # a fresh comparison every time
-        for spec in args.models:
-            name, path = spec.split("=", 1)
-            detector = load(Path(path), int(cfg.imgsz), index.class_names, args.trust)
-            row = evaluate_and_time(name, detector, index, args.out_dir, args.threads, dataset=str(cfg.data["root"]), iters=args.iters)
-            results.add({**row, "checkpoint": path, "split": args.split})
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.cfg_options)
+    opts = run_options(cfg)
+    index = read_split(dict(cfg.data), args.split)
+    detectors = []
+    for spec in args.models:  # every checkpoint loads and fits before anything is measured or written
+        name, path = spec.split("=", 1)
+        detector = load(Path(path), opts.imgsz, index.class_names, args.trust)
+        check_classes(detector, index, path)
+        detectors.append((name, path, detector))
+    results = ResultsFile(args.out_dir / "benchmark.json", machine_info(args.threads), "python " + " ".join(sys.argv), fresh=True)
+    for name, path, detector in detectors:
+        row = evaluate_and_time(name, detector, index, args.out_dir, args.threads, dataset=str(cfg.data["root"]),
+                                iters=args.iters, decode=opts.decode)
+        results.add({**row, "checkpoint": path, "split": args.split})
     table = markdown_table(results.rows, COLUMNS)
     write_markdown(args.out_dir / "benchmark.md", table)
     plot_map_vs_fps(results.rows, args.out_dir / "benchmark.png", f"{cfg.data['root']} {args.split}, {args.threads} threads")

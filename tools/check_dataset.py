@@ -18,6 +18,7 @@ import sys
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.data.check import check_dataset
 from detkd.data.sources import FORMATS
+from detkd.errors import add_debug_argument, run_tool
 from detkd.fileio import atomic_write_json
 
 
@@ -32,11 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--headers-only", action="store_true", help="read image headers only (faster; misses truncated images)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any defect is found")
     parser.add_argument("--max-lines", type=int, default=200, help="defect lines to print (all go to --json)")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_tool(lambda: check(args), args.debug)
+
+
+def check(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     report = check_dataset(
         args.path, args.format, args.split, args.img_dir, classes, decode=not args.headers_only, progress=True

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """detkd demo on the built-in dataset: the whole pipeline, as `make demo` runs it.
 
-Stages, outputs under --work-dir (rerunning reuses what is already done, an interrupted training resumes):
+Stages, outputs under --work-dir (rerunning reuses what is already done, an interrupted training resumes;
+a model folder trained with other settings is refused, so pick another --work-dir when changing them):
   1. generate the built-in dataset (standard preset: VOC layout + COCO JSON + unlabeled folder);
   2. check it with the dataset checker (the same checks training applies);
   3. convert its VOC val split to COCO JSON, confirm it equals the generator's COCO file, and
@@ -28,6 +29,7 @@ from typing import Any
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_verbose_argument, ensure_generated, load_config, read_split
 from detkd.engine.console import set_verbose
+from detkd.errors import add_debug_argument, run_tool
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COLUMNS = ["name", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms", "onnx_fps", "speedup"]
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train in float32 even on a CPU with native bfloat16 (default: bfloat16 autocast there)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurement (default: %(default)s)")
     add_verbose_argument(parser)
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -88,17 +91,17 @@ def data_stages(cfg: Any, work: Path) -> int:
 
 
 def _train(cfg: Any, work: Path, name: str, distill: bool = False) -> Path:
-    """Train (or resume, or reuse) one model; returns its best checkpoint."""
+    """Train one model, continue its interrupted run, or reuse its finished one; returns its best
+    checkpoint. A folder trained with other settings (e.g. another --imgsz) is refused by the run
+    state with a message, never reused as if it were new."""
     from detkd.distill.runner import run_distill
-    from detkd.engine.checkpoint import best_checkpoint
-    from detkd.engine.runner import build_runner
+    from detkd.engine.run_state import best_checkpoint
+    from detkd.engine.runner import build_runner, is_finished
 
-    if not (work / f"epoch_{cfg.train.epochs}.pth").is_file():
-        resume = (work / "last_checkpoint").is_file() or (work / "hint_stage").is_dir()
-        if distill:
-            run_distill(cfg, work, resume=resume, name=name)
-        else:
-            build_runner(cfg, work, resume=resume, stage=name).train()
+    if distill:
+        run_distill(cfg, work, resume=True, name=name)
+    elif not is_finished(cfg, work):
+        build_runner(cfg, work, resume=True, stage=name).train()
     return best_checkpoint(work)
 
 
@@ -119,7 +122,7 @@ def model_stages(cfgs: dict[str, Any], work: Path, threads: int) -> list[dict[st
     stage(f"6/7 train the same student on labels only ({student_cfg.train.epochs} epochs)")
     labels_only = _train(student_cfg, work / "student_labels_only", "labels_only")
     stage("7/7 test-split evaluation, ONNX export, latency")
-    results = ResultsFile(work / "results.json", machine_info(threads), "python " + " ".join(sys.argv))
+    results = ResultsFile(work / "results.json", machine_info(threads), "python " + " ".join(sys.argv), fresh=True)
     test = read_split(dict(student_cfg.data), "test")
     rows = []
     for name, ckpt in zip(MODELS, (teacher, distilled, labels_only), strict=True):
@@ -154,6 +157,10 @@ def demo_configs(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbose(args.verbose)
+    return run_tool(lambda: demo(args), args.debug)
+
+
+def demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from detkd.config import DictAction
 from detkd.engine.metrics import evaluate_detections, format_metrics_table
+from detkd.errors import add_debug_argument, run_tool
 from detkd.fileio import atomic_write_json
 
 __all__ = ["build_parser", "main", "parse_args"]
-
-EXIT_BAD_INPUT = 2  # the same status argparse uses for a bad command line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--dets", type=Path, metavar="DETS.json",
                        help="file mode: COCO results to evaluate; model mode: where to write the model's detections")
     parser.add_argument("--out", type=Path, metavar="METRICS.json", help="also write all metrics to this JSON file (atomically)")
+    add_debug_argument(parser)
     return parser
 
 
@@ -63,13 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from detkd.config import load_config, read_split
     from detkd.engine.checkpoint import load_detector
+    from detkd.config import run_options
     from detkd.engine.evaluate import evaluate_model
-    from detkd.models.detector import DecodeConfig
 
     cfg = load_config(args.config, args.cfg_options)
     detector = load_detector(args.checkpoint, trust=args.trust)
     index = read_split(dict(cfg.data), args.split)
-    metrics, dets = evaluate_model(detector, index, batch_size=args.batch_size, decode_cfg=DecodeConfig(**cfg.get("decode", {})))
+    metrics, dets = evaluate_model(detector, index, batch_size=args.batch_size, decode_cfg=run_options(cfg).decode)
     if args.dets is not None:
         atomic_write_json(args.dets, dets, indent=None)
     return metrics
@@ -77,19 +77,16 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def body() -> int:
         metrics = evaluate_checkpoint(args) if args.config is not None else evaluate_detections(args.gt, args.dets)
         print(format_metrics_table(metrics))
         if args.out is not None:
             atomic_write_json(args.out, metrics)
-    except (OSError, ValueError, RuntimeError) as exc:
-        # Bad input is the user's to fix: one readable line, no traceback.
-        message = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.filename}: {exc.strerror}"
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.out is not None:
-        print(f"\nmetrics written to {args.out}")
-    return 0
+            print(f"\nmetrics written to {args.out}")
+        return 0
+
+    return run_tool(body, args.debug)
 
 
 if __name__ == "__main__":

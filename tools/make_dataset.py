@@ -8,7 +8,9 @@ Example::
 
 writes VOC layout (``JPEGImages/``, ``Annotations/``, ``ImageSets/Main/``), COCO JSON
 (``annotations/instances_<split>.json``), ``unlabeled/`` and ``classes.txt`` under ``--out``
-(see :mod:`detkd.data.synthetic`), then prints a summary.
+(see :mod:`detkd.data.synthetic`), then prints a summary. ``--out`` must be new, empty, or a folder
+this tool made before (it is then regenerated): any other folder is refused with exit status 2
+and nothing written, so a real dataset is never mixed with synthetic files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from detkd.data.records import DatasetIndex
 from detkd.data.synthetic import DEFAULT_PRESET, LABELED_SPLITS, PRESETS, generate_synthetic
+from detkd.errors import add_debug_argument, run_tool
 
 __all__ = ["build_parser", "main", "summary"]
 
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     synth = kinds.add_parser("synthetic", help="procedurally drawn shapes (the built-in demo/test dataset)")
-    synth.add_argument("--out", type=Path, required=True, help="output folder")
+    synth.add_argument("--out", type=Path, required=True,
+                       help="output folder: new, empty, or made by this tool before (then regenerated); "
+                            "any other folder is refused")
     synth.add_argument("--seed", type=_count, default=0, help="random seed, >= 0 (default 0)")
     synth.add_argument("--train", type=_count, default=1000, help="training images (default 1000)")
     synth.add_argument("--val", type=_count, default=200, help="validation images (default 200)")
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(small, crowded, heavily textured objects) (default %(default)s)")
     synth.add_argument("--workers", type=_workers, default=2, help="worker processes (default 2)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(synth)
     return parser
 
 
@@ -91,7 +97,13 @@ def summary(out: Path, indices: dict[str, DatasetIndex], unlabeled: int, seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and generate; a detkd error is one ``error:`` line and exit status 2."""
     args = build_parser().parse_args(argv)
+    return run_tool(lambda: _generate(args), debug=args.debug)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Generate the dataset ``args`` describe and print the summary; exit status 0."""
     counts = {"train": args.train, "val": args.val, "test": args.test, "unlabeled": args.unlabeled}
     start = time.perf_counter()
     indices = generate_synthetic(

@@ -29,7 +29,8 @@ from pathlib import Path
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
 from detkd.engine.console import set_verbose
-from detkd.prune.options import METHODS, PruneOptions
+from detkd.errors import run_tool
+from detkd.options import METHODS, PruneOptions
 
 STAGES = PruneOptions(method="singh").stages  # every stage; l1 / taylor skip the first two
 
@@ -51,34 +52,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbose(args.verbose)
+    return run_tool(lambda: prune(args), args.debug)
+
+
+def prune(args: argparse.Namespace) -> int:
     options = dict(args.cfg_options)
     if args.method:
         options["prune.method"] = args.method
     if args.ratio is not None:
         options["prune.ratio"] = args.ratio
-    try:
-        cfg = load_config(args.config, options)
-    except (FileNotFoundError, SyntaxError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from detkd.data.records import DatasetError
-    from detkd.engine.checkpoint import CheckpointError
-    from detkd.prune.pipeline import PipelineError, PrunePipeline  # heavy imports after the argument check
-    from detkd.prune.pruner import PlanError
+    cfg = load_config(args.config, options)
+    from detkd.prune.pipeline import PrunePipeline  # heavy imports after the argument check
 
-    method = cfg.get("prune", {}).get("method", "singh")
-    work_dir = args.work_dir or str(Path("work_dirs") / f"{Path(args.config).stem}_{method}")
-    try:
-        pipeline = PrunePipeline(cfg, args.checkpoint, work_dir, trust=args.trust, launcher=args.launcher,
-                                 resume=args.resume, command="python " + " ".join(sys.argv))
-        report = pipeline.run(args.stage)
-        if args.add_to and report:
-            from detkd.prune.report import add_to_results
+    work_dir = args.work_dir or str(Path("work_dirs") / f"{Path(args.config).stem}_{cfg.prune.method}")
+    pipeline = PrunePipeline(cfg, args.checkpoint, work_dir, trust=args.trust, launcher=args.launcher,
+                             resume=args.resume, command="python " + " ".join(sys.argv))
+    report = pipeline.run(args.stage)
+    if args.add_to and report:
+        from detkd.prune.report import add_to_results
 
-            print(f"added to {args.add_to}; plot: {add_to_results(report, args.add_to, Path(work_dir).name)}")
-    except (DatasetError, CheckpointError, PlanError, PipelineError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # bad data, paths, plans or stage order: say what, no traceback
-        return 2
+        print(f"added to {args.add_to}; plot: {add_to_results(report, args.add_to, Path(work_dir).name)}")
     print(f"artefacts in {work_dir}")
     return 0
 

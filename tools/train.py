@@ -21,6 +21,7 @@ from pathlib import Path
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
 from detkd.engine.console import set_verbose
+from detkd.errors import run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,21 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbose(args.verbose)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except (FileNotFoundError, SyntaxError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from detkd.data.records import DatasetError
+    return run_tool(lambda: train(args), args.debug)
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.cfg_options)
     from detkd.engine.runner import build_runner  # heavy imports after the argument check
 
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
-    try:
-        runner = build_runner(cfg, work_dir, resume=args.resume, launcher=args.launcher)
-    except (DatasetError, FileNotFoundError) as exc:  # bad data or paths: say which, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    runner.train()
+    build_runner(cfg, work_dir, resume=args.resume, launcher=args.launcher).train()
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
 from detkd.config import add_run_arguments, load_config
 from detkd.engine.console import set_verbose
+from detkd.errors import run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,27 +41,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_verbose(args.verbose)
+    return run_tool(lambda: distill(args), args.debug)
+
+
+def distill(args: argparse.Namespace) -> int:
     options = dict(args.cfg_options)
     if args.teacher_ckpt:
         options["teacher.checkpoint"] = args.teacher_ckpt
     if args.trust_teacher:
         options["teacher.trust"] = True
-    try:
-        cfg = load_config(args.config, options)
-    except (FileNotFoundError, SyntaxError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from detkd.data.records import DatasetError
+    cfg = load_config(args.config, options)
     from detkd.distill.runner import run_distill  # heavy imports after the argument check
-    from detkd.distill.teachers import TeacherError
-    from detkd.engine.checkpoint import CheckpointError
 
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
-    try:
-        best = run_distill(cfg, work_dir, resume=args.resume, launcher=args.launcher)
-    except (DatasetError, FileNotFoundError, TeacherError, CheckpointError) as exc:  # say what, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    best = run_distill(cfg, work_dir, resume=args.resume, launcher=args.launcher)
     print(f"student checkpoint: {best}")
     return 0
 

@@ -1,4 +1,4 @@
-# Pruning settings every configs/prune/*.py starts from (tools/prune.py; detkd/prune/options.py checks them).
+# Pruning settings every configs/prune/*.py starts from (tools/prune.py; detkd/options.py checks them).
 from mmengine.optim import CosineAnnealingLR, LinearLR
 
 # Fine-tuning a trained model: a short warm-up (the training default's 100 iterations would be most

@@ -124,8 +124,9 @@ def read_coco(
     records: list[ImageRecord] = []
     for img in tqdm(data["images"], desc=f"COCO {ann_file.name}", disable=None if progress else True):
         anns = coco.imgToAnns.get(img["id"], [])
-        if not anns:
-            defects.append(Defect(str(ann_file), DefectKind.EMPTY_ANNOTATION, f"image {img['id']} has no annotations", "kept"))
+        empty = None if anns else Defect(
+            str(ann_file), DefectKind.EMPTY_ANNOTATION, f"image {img['id']} has no annotations", "kept"
+        )
         declared = (img["width"], img["height"]) if {"width", "height"} <= img.keys() else None
         record = make_record(
             img["id"],
@@ -138,6 +139,7 @@ def read_coco(
             check=check,
             declared_size=declared,
             box_names=[f"annotation {a.get('id')} (image {img['id']})" for a in anns],
+            empty_defect=empty,
         )
         if record is not None:
             records.append(record)

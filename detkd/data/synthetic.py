@@ -17,6 +17,9 @@ same bytes. Layout written by :func:`generate_synthetic` under ``out``::
 
     JPEGImages/<split>_<index:06d>.jpg   Annotations/*.xml   ImageSets/Main/{train,val,test}.txt
     annotations/instances_<split>.json    unlabeled/unlabeled_<index:06d>.jpg   classes.txt
+    .detkd-generated.json   (the generator's stamp: its arguments; see detkd.data.synthetic_folder)
+
+It only writes into a new or empty folder or one it made itself (:mod:`detkd.data.synthetic_folder`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from detkd.data.synthetic_shapes import (
     rasterise,
     texture,
 )
+from detkd.data.synthetic_folder import LABELED_SPLITS, UNLABELED, image_path, prepare_output
 from detkd.data.synthetic_presets import DEFAULT_PRESET, PRESETS, SyntheticPreset, get_preset
 from detkd.data.writers import write_coco, write_voc
 from detkd.fileio import atomic_write_bytes, atomic_write_text
@@ -60,8 +64,7 @@ __all__ = [
     "render_image",
 ]
 
-SPLITS: tuple[str, ...] = ("train", "val", "test", "unlabeled")  # position = split_index of the seed
-LABELED_SPLITS: tuple[str, ...] = SPLITS[:3]
+SPLITS: tuple[str, ...] = (*LABELED_SPLITS, UNLABELED)  # train val test unlabeled; position = seed's split_index
 MIN_VISIBLE = 0.4  # no placement may leave an earlier object less visible than this
 DIFFICULT_VISIBLE = 0.5  # below this visible fraction an object is flagged difficult ...
 DIFFICULT_SIDE = 8.0  # ... and so is one whose visible box is thinner than this many pixels
@@ -309,12 +312,6 @@ def _check_args(seed: int, counts: dict[str, int], size: int, workers: int, pres
         raise ValueError(f"workers must be >= 1, got {workers}")
 
 
-def _image_path(out: Path, split: str, index: int) -> Path:
-    if split == "unlabeled":
-        return out / "unlabeled" / f"unlabeled_{index:06d}.jpg"
-    return out / "JPEGImages" / f"{split}_{index:06d}.jpg"
-
-
 def generate_synthetic(
     out: Path,
     seed: int,
@@ -327,7 +324,8 @@ def generate_synthetic(
     """Generate the synthetic dataset under ``out`` in VOC layout, COCO JSON and an unlabeled folder.
 
     Args:
-        out: output folder (created; files of an earlier run that are not regenerated stay).
+        out: output folder: new, empty, or made by the generator before (the files of that earlier
+            run are removed first); any other folder is refused before anything is written.
         seed: non-negative; the same seed gives byte-identical files whatever ``workers`` is.
         counts: images per split, keys among ``train``, ``val``, ``test``, ``unlabeled`` (missing = 0).
         size: nominal image side in pixels (>= 32); actual sides vary in [0.75, 1.25] × size.
@@ -337,12 +335,17 @@ def generate_synthetic(
 
     Returns:
         One :class:`DatasetIndex` per labeled split (``train``, ``val``, ``test``), image ids 1..N.
+
+    Raises:
+        DatasetError: ``out`` is not empty and was not made by the generator.
     """
     _check_args(seed, counts, size, workers, preset)
     look = get_preset(preset)
     out = Path(out)
+    all_counts = {split: int(counts.get(split, 0)) for split in SPLITS}
+    prepare_output(out, {"seed": seed, "counts": all_counts, "size": size, "preset": preset})
     tasks = [
-        _Task(_image_path(out, split, i), seed, split_index, i, size, preset)
+        _Task(image_path(out, split, i), seed, split_index, i, size, preset)
         for split_index, split in enumerate(SPLITS)
         for i in range(counts.get(split, 0))
     ]
@@ -351,7 +354,7 @@ def generate_synthetic(
     for split in LABELED_SPLITS:
         records = []
         for i in range(counts.get(split, 0)):
-            res, path = next(results), _image_path(out, split, i)
+            res, path = next(results), image_path(out, split, i)
             ann_file = out / "Annotations" / f"{path.stem}.xml"
             records.append(
                 ImageRecord(i + 1, path, res.width, res.height, res.boxes, res.labels, res.difficult, ann_file)

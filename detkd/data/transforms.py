@@ -19,26 +19,11 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from detkd.options import AugmentConfig  # re-exported: the transforms take it
+
 __all__ = ["AugmentConfig", "DetectionTransform", "Transformed", "build_eval_transform", "build_train_transform", "letterbox"]
 
 PAD_VALUE = 114  # grey, the usual letterbox fill
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation strengths (probabilities are per image)."""
-
-    scale: tuple[float, float] = (0.6, 1.4)
-    translate: float = 0.1
-    affine_p: float = 0.5
-    hflip_p: float = 0.5
-    color_p: float = 0.5
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    hue: float = 0.02
-    min_visibility: float = 0.3
-    min_size: float = 2.0
 
 
 @dataclass

@@ -24,6 +24,7 @@ def make_record(
     declared_size: tuple[int, int] | None = None,
     normalized: bool = False,
     box_names: list[str] | None = None,
+    empty_defect: Defect | None = None,
 ) -> ImageRecord | None:
     """Check the image, then validate its boxes against the image's real size.
 
@@ -35,6 +36,9 @@ def make_record(
         declared_size: ``(width, height)`` written in the annotation, compared to the image.
         normalized: boxes are fractions of the image size (YOLO-txt).
         box_names: how each box is called in defect messages (e.g. ``"object 3 (dog)"``).
+        empty_defect: the reader's ``empty_annotation`` defect when the annotation has no boxes;
+            it is reported only if the image is usable, so a missing or unreadable image without
+            boxes is reported once, by its image defect (it is skipped, not kept as a background).
 
     Returns:
         The record, or None when the image is unusable (the defect says why).
@@ -44,6 +48,8 @@ def make_record(
     except ImageReadError as exc:
         defects.append(exc.defect)
         return None
+    if empty_defect is not None:
+        defects.append(empty_defect)
     if declared_size is not None and tuple(declared_size) != (width, height):
         detail = f"annotation says {declared_size[0]}x{declared_size[1]}, image is {width}x{height}"
         defects.append(Defect(str(ann_file), DefectKind.SIZE_MISMATCH, detail, "kept (image size used)"))

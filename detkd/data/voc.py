@@ -15,7 +15,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 from tqdm import tqdm
 
-from detkd.data.images import IMAGE_EXTENSIONS
+from detkd.data.images import IMAGE_EXTENSIONS, is_image_file
 from detkd.data.records import DatasetError, DatasetIndex, Defect, DefectKind, ImageRecord
 from detkd.data.validate import make_record
 
@@ -120,7 +120,9 @@ def read_voc(
         check: image check depth, ``"header"`` (fast) or ``"full"`` (decode every image).
         progress: show a progress bar.
 
-    Image ids are positions in the split (1..N), kept stable when an image is skipped.
+    Image ids are positions in the split (1..N), kept stable when an image is skipped. An id the
+    split lists without an XML is a ``missing_annotation`` defect (the image is skipped); with
+    ``split=None``, so is an image in ``JPEGImages/`` that no XML annotates. Both count as listed.
     """
     root = Path(root)
     if not (root / "Annotations").is_dir():
@@ -132,38 +134,71 @@ def read_voc(
         class_names = _discover_classes(root, parsed)
     lookup = {name: label for label, name in enumerate(class_names)}
     records: list[ImageRecord] = []
+    used: set[Path] = set()
     num_boxes = 0
     for image_id, stem in enumerate(tqdm(ids, desc=f"VOC {split or 'all'}", disable=None if progress else True), start=1):
         ann = parsed.get(stem)
         if ann is None:
             continue
-        ann_file = root / "Annotations" / f"{stem}.xml"
         num_boxes += ann.num_raw_objects
-        if ann.num_raw_objects == 0:
-            defects.append(Defect(str(ann_file), DefectKind.EMPTY_ANNOTATION, "no <object> elements", "kept"))
-        objects, names = [], []
-        for obj in ann.objects:
-            if obj.name in lookup:
-                objects.append(obj)
-                names.append(f"object {obj.index} ({obj.name})")
-            else:
-                detail = f"object {obj.index}: class {obj.name!r} is not in the class list"
-                defects.append(Defect(str(ann_file), DefectKind.UNKNOWN_CLASS, detail, "dropped box"))
-        record = make_record(
-            image_id,
-            _find_image(root, stem, ann.filename),
-            ann_file,
-            [o.box for o in objects],
-            [lookup[o.name] for o in objects],
-            [o.difficult for o in objects],
-            defects,
-            check=check,
-            declared_size=ann.size,
-            box_names=names,
-        )
+        image = _find_image(root, stem, ann.filename)
+        used.add(image)
+        record = _make_voc_record(image_id, image, root / "Annotations" / f"{stem}.xml", ann, lookup, defects, check)
         if record is not None:
             records.append(record)
-    return DatasetIndex(records, list(class_names), defects, str(root), num_boxes, None, len(ids), root / "JPEGImages")
+    orphans = _unannotated_images(root, set(ids), used, defects) if split is None else 0
+    return DatasetIndex(
+        records, list(class_names), defects, str(root), num_boxes, None, len(ids) + orphans, root / "JPEGImages"
+    )
+
+
+def _make_voc_record(
+    image_id: int,
+    image: Path,
+    ann_file: Path,
+    ann: VOCAnnotation,
+    lookup: dict[str, int],
+    defects: list[Defect],
+    check: str,
+) -> ImageRecord | None:
+    """The record of one parsed XML (unknown classes dropped), or None when its image is unusable."""
+    objects, names = [], []
+    for obj in ann.objects:
+        if obj.name in lookup:
+            objects.append(obj)
+            names.append(f"object {obj.index} ({obj.name})")
+        else:
+            detail = f"object {obj.index}: class {obj.name!r} is not in the class list"
+            defects.append(Defect(str(ann_file), DefectKind.UNKNOWN_CLASS, detail, "dropped box"))
+    empty = None
+    if ann.num_raw_objects == 0:
+        empty = Defect(str(ann_file), DefectKind.EMPTY_ANNOTATION, "no <object> elements", "kept")
+    return make_record(
+        image_id,
+        image,
+        ann_file,
+        [o.box for o in objects],
+        [lookup[o.name] for o in objects],
+        [o.difficult for o in objects],
+        defects,
+        check=check,
+        declared_size=ann.size,
+        box_names=names,
+        empty_defect=empty,
+    )
+
+
+def _unannotated_images(root: Path, ids: set[str], used: set[Path], defects: list[Defect]) -> int:
+    """Report every image in ``JPEGImages/`` that no XML annotates (by stem or ``<filename>``)."""
+    folder = root / "JPEGImages"
+    if not folder.is_dir():
+        return 0
+    images = (p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    orphans = sorted(p for p in images if p.stem not in ids and p not in used)
+    for image in orphans:
+        detail = f"image in JPEGImages/ without Annotations/{image.stem}.xml"
+        defects.append(Defect(str(image), DefectKind.MISSING_ANNOTATION, detail, "skipped image"))
+    return len(orphans)
 
 
 def _existing(root: Path, ids: list[str], defects: list[Defect]) -> list[str]:

@@ -37,6 +37,7 @@ from detkd.losses.hint import HintRegressor, hint_loss
 from detkd.losses.kd import hinton_kd, logit_l2, noisy_teacher
 from detkd.losses.objectness_kd import objectness_scaled_kd
 from detkd.models.detector import DecodeConfig
+from detkd.options import DistillOptions, parse_section
 from detkd.ops.fm_nms import TeacherMap, TeacherTargets, fm_nms_targets
 
 __all__ = ["DistillConfig", "DistillModel", "HintTap"]
@@ -72,35 +73,20 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> DistillConfig:
-        """From the config's nested form::
+        """From the config's nested form (checked by :class:`detkd.options.DistillOptions`)::
 
             distill = dict(lambda_d=1.0, scale_by_objectness=True, objectness_kd=True, gt_weight=1.0,
                            fm_nms=dict(enabled=True, kernel=3, mode="class"),
                            hinton=dict(weight=0.0, tau=4.0), logit_l2=dict(weight=0.0), noisy=dict(sigma=0.0))
         """
-        cfg = dict(cfg or {})
-        known = {"lambda_d", "scale_by_objectness", "objectness_kd", "gt_weight", "fm_nms", "hinton", "logit_l2", "noisy"}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown distill settings {sorted(unknown)} (known: {sorted(known)})")
-        fm = dict(cfg.get("fm_nms", {}))
-        hinton = dict(cfg.get("hinton", {}))
-        out = cls(
-            lambda_d=float(cfg.get("lambda_d", 1.0)),
-            scale_by_objectness=bool(cfg.get("scale_by_objectness", True)),
-            objectness_kd=bool(cfg.get("objectness_kd", True)),
-            fm_nms=bool(fm.get("enabled", True)),
-            fm_nms_kernel=int(fm.get("kernel", 3)),
-            fm_nms_mode=str(fm.get("mode", "class")),
-            gt_weight=float(cfg.get("gt_weight", 1.0)),
-            hinton_weight=float(hinton.get("weight", 0.0)),
-            hinton_tau=float(hinton.get("tau", 4.0)),
-            logit_l2_weight=float(dict(cfg.get("logit_l2", {})).get("weight", 0.0)),
-            noise_sigma=float(dict(cfg.get("noisy", {})).get("sigma", 0.0)),
-        )
-        if out.fm_nms_mode not in ("class", "class_box", "all"):
-            raise ValueError(f"distill.fm_nms.mode must be class, class_box or all, not {out.fm_nms_mode!r}")
-        return out
+        return cls.from_options(parse_section(DistillOptions, cfg, "distill"))
+
+    @classmethod
+    def from_options(cls, opts: DistillOptions) -> DistillConfig:
+        return cls(lambda_d=opts.lambda_d, scale_by_objectness=opts.scale_by_objectness, objectness_kd=opts.objectness_kd,
+                   fm_nms=opts.fm_nms.enabled, fm_nms_kernel=opts.fm_nms.kernel, fm_nms_mode=opts.fm_nms.mode,
+                   gt_weight=opts.gt_weight, hinton_weight=opts.hinton.weight, hinton_tau=opts.hinton.tau,
+                   logit_l2_weight=opts.logit_l2.weight, noise_sigma=opts.noisy.sigma)
 
 
 @dataclass

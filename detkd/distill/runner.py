@@ -30,12 +30,14 @@ from mmengine.runner import Runner
 from detkd.data.dataset import DetectionDataset
 from detkd.data.mixed import MixedDataset, as_unlabeled
 from detkd.data.records import DatasetIndex
-from detkd.data.transforms import AugmentConfig, build_train_transform
+from detkd.data.transforms import build_train_transform
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import build_teacher_adapter
-from detkd.engine.checkpoint import best_checkpoint
-from detkd.engine.runner import build_runner
-from detkd.models.detector import DecodeConfig
+from detkd.config import run_options
+from detkd.engine.run_state import RunState, best_checkpoint
+from detkd.engine.runner import build_runner, is_finished
+from detkd.errors import ConfigError
+from detkd.options import ChainOptions, RunOptions, UnlabeledOptions
 
 __all__ = ["DistillStage", "build_distill_runner", "load_teacher", "plan_stages", "read_unlabeled", "run_distill"]
 
@@ -44,38 +46,61 @@ def load_teacher(teacher_cfg: dict[str, Any], class_names: list[str], imgsz: int
     """The teacher network named by ``teacher.checkpoint`` (weights loaded, eval mode).
 
     ``.pth``: a detkd checkpoint (its stored model spec rebuilds it). ``.pt``: an ultralytics
-    checkpoint (needs ``trust=True``: it is a pickle). ``.yaml``: an untrained ultralytics model
-    (for tests and smoke runs only).
+    checkpoint (needs ``trust=True``: it is a pickle). ``.yaml``: an untrained ultralytics model,
+    refused unless ``allow_untrained=True`` (for tests and smoke runs only: it teaches noise).
+
+    Raises:
+        TeacherError: no teacher, a missing file, a ``.pt`` without ``trust``, a dataset yaml, or a
+            model yaml without ``allow_untrained``. CheckpointError: a ``.pth``/``.pt`` that cannot be
+            loaded (not a checkpoint, unsafe without ``--trust-teacher``, weights that do not fit).
     """
+    from detkd.errors import TeacherError
+
     path = teacher_cfg.get("checkpoint")
     if not path:
-        raise FileNotFoundError("no teacher: set teacher.checkpoint in the config or pass --teacher-ckpt")
+        raise TeacherError("no teacher: set teacher.checkpoint in the config or pass --teacher-ckpt")
     suffix = Path(str(path)).suffix.lower()
     trust = bool(teacher_cfg.get("trust", False))
+    trust_flag = "--trust-teacher (config: teacher.trust=True)"
     if suffix in (".pt", ".yaml", ".yml"):
-        from detkd.models.ultralytics_adapter import load_ultralytics
+        from detkd.models.ultralytics_adapter import load_ultralytics, model_yaml_problem
 
-        if suffix == ".pt" and not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: teacher checkpoint not found")
+        if suffix == ".pt":
+            if not Path(path).is_file():
+                raise TeacherError(f"{path}: teacher checkpoint not found")
+            if not trust:
+                raise TeacherError(f"{path}: an ultralytics .pt file is a Python pickle, and loading it can run "
+                                   f"arbitrary code; if you trust this file, pass {trust_flag}")
+        else:
+            problem = model_yaml_problem(path)
+            if problem:
+                raise TeacherError(f"{path} {problem}; pass a trained teacher checkpoint (.pth or .pt)")
+            if not bool(teacher_cfg.get("allow_untrained", False)):
+                raise TeacherError(f"{path} is a model description with random weights, not a trained teacher "
+                                   "(distilling from it teaches noise); pass a trained teacher checkpoint (.pth or .pt), "
+                                   "or set teacher.allow_untrained=True for a smoke test")
         size = int(teacher_cfg.get("imgsz") or imgsz)
         names = class_names if suffix != ".pt" else None
-        return load_ultralytics(str(path), names, size, trust=trust).eval()
+        try:
+            return load_ultralytics(str(path), names, size, trust=trust).eval()
+        except FileNotFoundError as exc:  # a yaml that is neither a local file nor one ultralytics ships
+            raise TeacherError(f"{path}: teacher model description not found") from exc
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: teacher checkpoint not found")
+        raise TeacherError(f"{path}: teacher checkpoint not found")
     from detkd.engine.checkpoint import load_detector
 
-    return load_detector(path, trust=trust).eval()
+    return load_detector(path, trust=trust, trust_flag=trust_flag).eval()
 
 
-def read_unlabeled(data: dict[str, Any], unlabeled: dict[str, Any]) -> DatasetIndex | None:
+def read_unlabeled(data: dict[str, Any], unlabeled: UnlabeledOptions) -> DatasetIndex | None:
     """The unlabeled pool: an image ``folder`` (relative to ``data.root`` unless absolute) or a
     labeled ``split`` of the dataset with its labels dropped; None when neither is set."""
     from detkd.config import read_split
     from detkd.data.folder import read_folder
 
-    folder, split = unlabeled.get("folder"), unlabeled.get("split")
+    folder, split = unlabeled.folder, unlabeled.split
     if folder and split:
-        raise ValueError("unlabeled: set either folder or split, not both")
+        raise ConfigError("config keys unlabeled.folder and unlabeled.split: set one, not both")
     if folder:
         path = Path(folder)
         return read_folder(path if path.is_absolute() else Path(data["root"]) / path)
@@ -84,39 +109,35 @@ def read_unlabeled(data: dict[str, Any], unlabeled: dict[str, Any]) -> DatasetIn
     return None
 
 
-def _hint_taps(cfg: Config) -> list[HintTap]:
-    hints = dict(cfg.get("hints") or {})
-    return [HintTap(str(t["student"]), str(t["teacher"]), float(t.get("weight", 0.0)), int(t.get("kernel", 1)))
-            for t in hints.get("taps", [])]
+def _hint_taps(opts: RunOptions) -> list[HintTap]:
+    return [HintTap(t.student, t.teacher, t.weight, t.kernel) for t in opts.hints.taps]
 
 
 def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none",
                          stage: str = "distill", load_from: str | None = None, name: str | None = None) -> Runner:
     """A Runner that trains ``cfg.model`` (the student) against ``cfg.teacher``; ``stage`` is the
     kind (``hint`` / ``distill``), ``name`` what the console and the logs call the run."""
+    opts = run_options(cfg)
     teacher_cfg = dict(cfg.get("teacher") or {})
-    distill_cfg = DistillConfig.from_dict(cfg.get("distill"))
-    taps = _hint_taps(cfg)
-    imgsz = int(cfg.imgsz)
-    decode = DecodeConfig(**cfg.get("decode", {}))
+    distill_cfg = DistillConfig.from_options(opts.distill)
+    taps = _hint_taps(opts)
+    imgsz, decode = opts.imgsz, opts.decode
 
     def make_model(student: nn.Module) -> DistillModel:
         teacher = load_teacher(teacher_cfg, list(student.class_names), imgsz)
-        adapter = build_teacher_adapter(teacher, student, teacher_cfg.get("imgsz"), teacher_cfg.get("class_map"))
+        adapter = build_teacher_adapter(teacher, student, opts.teacher.imgsz, opts.teacher.class_map)
         return DistillModel(student, adapter, distill_cfg, taps, decode, stage=stage)
 
-    unl = dict(cfg.get("unlabeled") or {})
-    ratio = float(unl.get("ratio", 0.0))
-    pool = read_unlabeled(dict(cfg.data), unl) if ratio > 0 else None
+    ratio = opts.unlabeled.ratio
+    pool = read_unlabeled(dict(cfg.data), opts.unlabeled) if ratio > 0 else None
     if ratio > 0 and pool is None:
-        raise ValueError("unlabeled.ratio > 0 needs unlabeled.folder or unlabeled.split")
+        raise ConfigError(f"config key unlabeled.ratio = {ratio}: needs unlabeled.folder or unlabeled.split")
 
     def make_train_set(labeled: DetectionDataset) -> Any:
         if pool is None:
             return labeled
-        seed = int(cfg.train.get("seed", 0))
-        aug = AugmentConfig(**cfg.train.get("augment", {}))
-        extra = DetectionDataset(pool, build_train_transform(imgsz, aug, seed=seed + 1), seed=seed + 1)
+        seed = opts.train.seed
+        extra = DetectionDataset(pool, build_train_transform(imgsz, opts.train.augment, seed=seed + 1), seed=seed + 1)
         return MixedDataset(labeled, extra, ratio, seed=seed)
 
     cfg = copy.deepcopy(cfg)
@@ -137,8 +158,9 @@ class DistillStage:
     def epochs(self) -> int:
         return int(self.cfg.train.epochs)
 
-    def finished(self) -> bool:
-        return (self.work_dir / f"epoch_{self.epochs}.pth").is_file()
+    def finished(self, load_from: str | None = None) -> bool:
+        """Whether this stage's folder holds a finished run with these settings."""
+        return is_finished(self.cfg, self.work_dir, load_from)
 
     def __repr__(self) -> str:
         return f"DistillStage({self.name!r}, {self.kind}, {self.work_dir})"
@@ -148,18 +170,18 @@ def plan_stages(cfg: Config, work_dir: str | Path) -> list[DistillStage]:
     """The runs :func:`run_distill` makes, in order (teachers of later stages are filled in as
     earlier ones finish)."""
     work_dir = Path(work_dir)
-    hints = dict(cfg.get("hints") or {})
-    hint_epochs = int(hints.get("epochs", 0)) if hints.get("taps") else 0
+    opts = run_options(cfg)
+    hint_epochs = opts.hints.epochs if opts.hints.taps else 0
     stages: list[DistillStage] = []
-    nets = [(f"{i}_{a.get('name', 'assistant')}", a, work_dir / "assistants" / f"{i}_{a.get('name', 'assistant')}")
-            for i, a in enumerate(cfg.get("chain") or [], start=1)]
+    nets: list[tuple[str, ChainOptions | None, Path]] = [
+        (f"{i}_{a.name}", a, work_dir / "assistants" / f"{i}_{a.name}") for i, a in enumerate(opts.chain, start=1)]
     nets.append(("student", None, work_dir))
     for name, assistant, folder in nets:
         net_cfg = copy.deepcopy(cfg)
         if assistant is not None:
-            net_cfg.model = dict(assistant["model"])
-            if assistant.get("epochs"):
-                net_cfg.train.epochs = int(assistant["epochs"])
+            net_cfg.model = dict(assistant.model)
+            if assistant.epochs:
+                net_cfg.train.epochs = assistant.epochs
         if hint_epochs:
             hint_cfg = copy.deepcopy(net_cfg)
             hint_cfg.train.epochs = hint_epochs
@@ -173,21 +195,21 @@ def plan_stages(cfg: Config, work_dir: str | Path) -> list[DistillStage]:
 def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launcher: str = "none",
                 name: str | None = None) -> Path:
     """Run every stage of :func:`plan_stages` (finished stages are skipped; with ``resume`` an
-    interrupted one continues from its last checkpoint). Returns the student's best checkpoint.
+    interrupted one continues from its last checkpoint; :mod:`detkd.engine.run_state` refuses a
+    stage folder whose run had other settings). Returns the student's best checkpoint.
     ``name`` prefixes the stage names on the console (``distilled/student/hint``)."""
     prefix = f"{name}/" if name else ""
     teacher = dict(cfg.get("teacher") or {})
     hint_ckpt: str | None = None
     for stage in plan_stages(cfg, work_dir):
         stage.cfg.teacher = dict(teacher)
-        if not stage.finished():
-            partial = resume and (stage.work_dir / "last_checkpoint").is_file()
-            start = None if (partial or stage.kind == "hint") else hint_ckpt
-            build_distill_runner(stage.cfg, stage.work_dir, partial, launcher, stage.kind, load_from=start,
+        start = None if stage.kind == "hint" else hint_ckpt
+        if not stage.finished(start):
+            build_distill_runner(stage.cfg, stage.work_dir, resume, launcher, stage.kind, load_from=start,
                                  name=f"{prefix}{stage.name}").train()
         # what the finished stage hands on: hint weights to its distillation, an assistant to the next net
         if stage.kind == "hint":
-            hint_ckpt = str(stage.work_dir / f"epoch_{stage.epochs}.pth")
+            hint_ckpt = str(RunState(stage.work_dir).latest())
         else:
             hint_ckpt = None
             if stage.name != "student":

@@ -16,7 +16,7 @@ Two routes:
   slot, before any threshold or NMS) as xyxy boxes in student input pixels with an objectness and a
   class distribution are placed by :func:`project_candidates`: each candidate goes to the cell
   holding its centre and the student anchor whose shape fits it best (the same rule that assigns
-  ground truth in :func:`detkd.losses.yolo.build_targets`), its box is encoded against that cell
+  ground truth in :func:`detkd.models.yolo_loss.build_targets`), its box is encoded against that cell
   and anchor (:func:`detkd.models.box_coder.encode`), and when several candidates land in one slot
   the one with the highest objectness wins (ties: lowest candidate index). Slots no candidate
   reaches get objectness 0 (the teacher says "nothing here") and ``valid=False``, so they carry

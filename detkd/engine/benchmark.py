@@ -115,9 +115,10 @@ def benchmark_detector(
 
 def evaluate_and_time(
     name: str, detector: nn.Module, index: Any, out_dir: str | Path, threads: int, dataset: str,
-    iters: int = 30, batch_size: int = 8,
+    iters: int = 30, batch_size: int = 8, decode: DecodeConfig | None = None,
 ) -> dict[str, Any]:
-    """One results row: accuracy on ``index`` plus size, FLOPs and latency of ``detector``.
+    """One results row: accuracy on ``index`` (thresholds ``decode``, default the config default)
+    plus size, FLOPs and latency of ``detector``.
 
     Exports ``out_dir/<name>.onnx`` (verified against PyTorch on real images) and times both
     backends at batch 1 on a real image of the split.
@@ -127,7 +128,7 @@ def evaluate_and_time(
 
     out_dir = Path(out_dir)
     imgsz = int(detector.imgsz)
-    metrics, _ = evaluate_model(detector, index, batch_size=batch_size, progress=False)
+    metrics, _ = evaluate_model(detector, index, batch_size=batch_size, progress=False, decode_cfg=decode)
     images = sample_images(index, imgsz, count=4)
     onnx_path = out_dir / f"{name}.onnx"
     export_onnx(detector, onnx_path, imgsz, check_images=images)

@@ -13,7 +13,7 @@ save never leaves a truncated ``epoch_N.pth`` or ``best_*.pth``.
 Self-description: training stores the model's builder name and arguments (see
 :mod:`detkd.models.factory`) under ``meta["detkd"]``, so :func:`load_detector` needs no config. A
 pruned model also stores ``meta["detkd"]["pruned"]`` (its plans' record); its layers then take the
-shapes of the stored weights (:func:`detkd.prune.pruner.reshape_like`).
+shapes of the stored weights (:func:`detkd.models.reshape.reshape_like`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from mmengine.fileio import LocalBackend, register_backend
 from detkd.errors import CheckpointError
 from detkd.fileio import atomic_write_bytes
 from detkd.models.factory import build_model, model_spec
+from detkd.models.torch_file import check_torch_file, one_line as _one_line
 
 __all__ = [
     "CheckpointError",
-    "best_checkpoint",
+    "check_torch_file",
     "detector_from_checkpoint",
     "detector_meta",
     "SAFE_GLOBALS",
@@ -63,38 +64,60 @@ def _numpy_globals() -> list[Any]:
 SAFE_GLOBALS: list[Any] = _numpy_globals()
 
 
-def _reason(exc: Exception, trust: bool) -> str:
-    """The informative line of torch's (long) unpickling error."""
+def _reason(exc: Exception) -> str:
+    """The informative part of torch's (long, multi-line) loading error, as one short line."""
     text = str(exc)
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"(Can only build [^\n]*)", text)
-    if match and not trust:
-        what = f"it contains {match.group(1)}" if match.group(0).startswith("Unsupported") else match.group(1)
-        return f"refused by the safe loader ({what}); if you trust this file, pass trust=True / --trust"
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+    if detail:
+        text = detail.group(1)
+    if isinstance(exc, EOFError):
+        return "the file ends early (truncated?)"
+    text = _one_line(text)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:
+def _refused(exc: Exception) -> str | None:
+    """What the safe loader refused (a pickled class or function), or None for another failure."""
+    text = str(exc)
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if match:
+        return f"it holds a pickled Python object ({match.group(1)})"
+    match = re.search(r"(Can only build [^\n]*)", text)
+    return f"it holds a pickled Python object ({_one_line(match.group(1))})" if match else None
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], trust: bool = False, map_location: str = "cpu",
+                         trust_flag: str = "--trust") -> dict[str, Any]:
     """Load a checkpoint dict safely.
 
     Args:
         trust: allow arbitrary pickled objects (only for files you made or trust).
+        trust_flag: how the caller's user says ``trust`` (a tool's flag, e.g. ``--trust-teacher``),
+            named by the refusal message.
 
     Raises:
-        CheckpointError: missing file, not a checkpoint, or unsafe content without ``trust``.
+        CheckpointError: missing file, not a checkpoint (empty, truncated, another kind of file,
+            not a dict), or unsafe content without ``trust``; its message is one line naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    path = check_torch_file(path)
     try:
         if trust:
             obj = torch.load(path, map_location=map_location, weights_only=False)
         else:
             with torch.serialization.safe_globals(SAFE_GLOBALS):
                 obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise CheckpointError(f"{path}: cannot load checkpoint: {_reason(exc, trust)}") from exc
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
+        refused = None if trust else _refused(exc)
+        if refused:
+            raise CheckpointError(
+                f"{path}: refused by the safe loader: {refused}, and unpickling can run arbitrary code; "
+                f"if you trust this file, pass {trust_flag}"
+            ) from exc
+        if trust and isinstance(exc, (AttributeError, ImportError)):  # a pickled class this process lacks
+            raise CheckpointError(f"{path}: cannot unpickle checkpoint ({_reason(exc)})") from exc
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a damaged one ({_reason(exc)})") from exc
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: not a detkd checkpoint (it holds a {type(obj).__name__}, not a checkpoint dict)")
     return obj
 
 
@@ -108,26 +131,35 @@ def detector_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_detector(path: str | os.PathLike[str], trust: bool = False) -> nn.Module:
-    """Rebuild a detector from a detkd checkpoint (its stored spec) and load its weights.
+def load_detector(path: str | os.PathLike[str], trust: bool = False, trust_flag: str = "--trust") -> nn.Module:
+    """Rebuild a detector from a detkd checkpoint (its stored spec) and load its weights
+    (``trust``, ``trust_flag``: see :func:`load_checkpoint_file`).
 
     Raises:
         CheckpointError: no detkd spec in the file, or weights that do not fit the model.
     """
-    return detector_from_checkpoint(load_checkpoint_file(path, trust=trust), str(path))
+    return detector_from_checkpoint(load_checkpoint_file(path, trust=trust, trust_flag=trust_flag), str(path))
 
 
 def detector_from_checkpoint(checkpoint: dict[str, Any], source: str) -> nn.Module:
     """:func:`load_detector` for a checkpoint dict already in memory (``source`` names it in errors)."""
     meta = checkpoint.get("meta") or {}
-    spec = meta.get("detkd", {}).get("model") if isinstance(meta, dict) else None
+    detkd_meta = meta.get("detkd") if isinstance(meta, dict) else None
+    spec = detkd_meta.get("model") if isinstance(detkd_meta, dict) else None
     if not spec:
         raise CheckpointError(f"{source}: no detkd model spec in meta; load it with the config it was trained with")
-    model = build_model(spec["name"], **spec["kwargs"])
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("kwargs"), dict)):
+        raise CheckpointError(f"{source}: damaged detkd model spec in meta (expected a name and kwargs, got {spec!r:.80})")
+    try:
+        model = build_model(spec["name"], **spec["kwargs"])
+    except KeyError as exc:  # an unknown model name
+        raise CheckpointError(f"{source}: cannot rebuild the stored model: {exc.args[0] if exc.args else exc}") from exc
     state = detector_state_dict(checkpoint)
-    pruned = meta["detkd"].get("pruned")
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{source}: no weights in the checkpoint (its state_dict is not a dict of tensors)")
+    pruned = detkd_meta.get("pruned")
     if pruned:  # channels removed by detkd.prune: the layer shapes come from the stored weights
-        from detkd.prune.pruner import reshape_like
+        from detkd.models.reshape import reshape_like
 
         try:
             reshape_like(model, state, pruned)
@@ -135,18 +167,6 @@ def detector_from_checkpoint(checkpoint: dict[str, Any], source: str) -> nn.Modu
             raise CheckpointError(f"{source}: pruned weights do not fit {spec['name']}: {exc}") from exc
     load_weights(model, state, source)
     return model
-
-
-def best_checkpoint(work_dir: str | Path) -> Path:
-    """The best-AP50 checkpoint of a finished run, else its last epoch's."""
-    work_dir = Path(work_dir)
-    best = sorted(work_dir.glob("best_coco_AP50_epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    if best:
-        return best[-1]
-    epochs = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    if not epochs:
-        raise FileNotFoundError(f"{work_dir}: no checkpoint")
-    return epochs[-1]
 
 
 def detector_meta(detector: nn.Module) -> dict[str, Any]:

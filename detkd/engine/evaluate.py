@@ -16,15 +16,20 @@ from detkd.data.writers import coco_dict
 from detkd.engine.coco_metric import to_coco_results
 from detkd.engine.metrics import evaluate_detections
 from detkd.engine.model import DetDataPreprocessor, to_original_pixels
+from detkd.errors import ConfigError
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["check_classes", "evaluate_model", "predict_split"]
 
 
 def check_classes(detector: nn.Module, index: DatasetIndex, source: str) -> None:
-    """A model only evaluates data with its own class list, in its order."""
+    """A model only evaluates (or is exported against) data with its own class list, in its order.
+
+    Raises:
+        ConfigError: (a ``ValueError``) the classes differ; the message names ``source``.
+    """
     if list(detector.class_names) != list(index.class_names):
-        raise ValueError(f"{source}: model classes {list(detector.class_names)} differ from the data's {index.class_names}")
+        raise ConfigError(f"{source}: model classes {list(detector.class_names)} differ from the data's {index.class_names}")
 
 
 @torch.no_grad()

@@ -33,14 +33,27 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkd.errors import DatasetError
+
 __all__ = [
     "COCO_STAT_KEYS",
+    "InputError",
+    "MissingInputError",
     "coco_metrics",
     "evaluate_detections",
     "format_metrics_table",
     "voc_ap",
     "voc_metrics",
 ]
+
+
+class InputError(DatasetError, ValueError):
+    """A ground-truth or detections file that cannot be evaluated (the message names it)."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A ground-truth or detections file that does not exist."""
+
 
 COCO_STAT_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
@@ -69,13 +82,13 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise MissingInputError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise InputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
 def _finite(value: Any) -> bool:
@@ -98,44 +111,44 @@ def _known(value: Any, valid: dict[Any, Any] | set[Any]) -> bool:
 def _check_box(bbox: Any, where: str) -> list[float]:
     """Return ``bbox`` as four floats ``[x, y, w, h]``; ``w, h >= 0`` and all finite."""
     if not isinstance(bbox, list | tuple | np.ndarray) or len(bbox) != 4 or not all(map(_finite, bbox)):
-        raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        raise InputError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
     if w < 0 or h < 0:
-        raise ValueError(f"{where}: bbox width and height must be >= 0, got {bbox!r}")
+        raise InputError(f"{where}: bbox width and height must be >= 0, got {bbox!r}")
     return [x, y, w, h]
 
 
 def _check_item(item: Any, where: str, image_ids: set[Any], names: dict[Any, str]) -> list[float]:
     """Check the ids and box shared by GT annotations and detections; returns the box."""
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: must be an object, got {item!r}")
+        raise InputError(f"{where}: must be an object, got {item!r}")
     if not _known(item.get("image_id"), image_ids):
-        raise ValueError(f"{where}: unknown image_id {item.get('image_id')!r} (not among the GT images)")
+        raise InputError(f"{where}: unknown image_id {item.get('image_id')!r} (not among the GT images)")
     if not _known(item.get("category_id"), names):
-        raise ValueError(f"{where}: unknown category_id {item.get('category_id')!r} (not among the GT categories)")
+        raise InputError(f"{where}: unknown category_id {item.get('category_id')!r} (not among the GT categories)")
     return _check_box(item.get("bbox"), where)
 
 
 def _check_images_and_categories(gt: Any, src: str) -> tuple[list[dict[str, Any]], dict[Any, str]]:
     """Copies of the GT images and the category id -> name map, both checked."""
     if not isinstance(gt, dict):
-        raise ValueError(f"{src}: ground truth must be a COCO dict (JSON object), got {type(gt).__name__}")
+        raise InputError(f"{src}: ground truth must be a COCO dict (JSON object), got {type(gt).__name__}")
     for key in ("images", "categories"):
         if not isinstance(gt.get(key), list):
-            raise ValueError(f"{src}: ground truth needs a {key!r} list")
+            raise InputError(f"{src}: ground truth needs a {key!r} list")
     images = []
     for i, image in enumerate(gt["images"]):
         if not isinstance(image, dict) or not _is_id(image.get("id")):
-            raise ValueError(f"{src}: image {i} needs an integer 'id', got {image!r}")
+            raise InputError(f"{src}: image {i} needs an integer 'id', got {image!r}")
         images.append(dict(image))
     if len({image["id"] for image in images}) != len(images):
-        raise ValueError(f"{src}: image ids are not unique")
+        raise InputError(f"{src}: image ids are not unique")
     names: dict[Any, str] = {}
     for i, cat in enumerate(gt["categories"]):
         if not isinstance(cat, dict) or not _is_id(cat.get("id")) or not isinstance(cat.get("name"), str):
-            raise ValueError(f"{src}: category {i} needs an integer 'id' and a string 'name', got {cat!r}")
+            raise InputError(f"{src}: category {i} needs an integer 'id' and a string 'name', got {cat!r}")
         if cat["id"] in names or cat["name"] in names.values():
-            raise ValueError(f"{src}: category {i} repeats id {cat['id']!r} or name {cat['name']!r}")
+            raise InputError(f"{src}: category {i} repeats id {cat['id']!r} or name {cat['name']!r}")
         names[cat["id"]] = cat["name"]
     return images, names
 
@@ -144,14 +157,14 @@ def _clean_gt(gt: Any, src: str) -> tuple[dict[str, Any], dict[Any, str]]:
     """Validated copy of a COCO ground-truth dict (only the keys the metrics use) and its names."""
     images, names = _check_images_and_categories(gt, src)
     if not isinstance(gt.get("annotations", []), list):
-        raise ValueError(f"{src}: 'annotations' must be a list")
+        raise InputError(f"{src}: 'annotations' must be a list")
     image_ids = {image["id"] for image in images}
     annotations = []
     for i, ann in enumerate(gt.get("annotations", [])):
         box = _check_item(ann, f"{src}: annotation {i}", image_ids, names)
         area = ann.get("area", box[2] * box[3])
         if not _finite(area):
-            raise ValueError(f"{src}: annotation {i}: area must be a finite number, got {area!r}")
+            raise InputError(f"{src}: annotation {i}: area must be a finite number, got {area!r}")
         flags = {key: int(bool(ann.get(key, 0))) for key in ("iscrowd", "difficult")}
         ids = {"id": len(annotations) + 1, "image_id": ann["image_id"], "category_id": ann["category_id"]}
         annotations.append(ids | {"bbox": box, "area": float(area)} | flags)
@@ -162,12 +175,12 @@ def _clean_gt(gt: Any, src: str) -> tuple[dict[str, Any], dict[Any, str]]:
 def _clean_dets(dets: Any, src: str, image_ids: set[Any], names: dict[Any, str]) -> list[dict[str, Any]]:
     """Validated copy of a COCO results list (only the keys the metrics use)."""
     if not isinstance(dets, list):
-        raise ValueError(f"{src}: detections must be a list of objects, got {type(dets).__name__}")
+        raise InputError(f"{src}: detections must be a list of objects, got {type(dets).__name__}")
     out = []
     for i, det in enumerate(dets):
         box = _check_item(det, f"{src}: detection {i}", image_ids, names)
         if not _finite(score := det.get("score")):
-            raise ValueError(f"{src}: detection {i}: score must be a finite number, got {score!r}")
+            raise InputError(f"{src}: detection {i}: score must be a finite number, got {score!r}")
         out.append({"image_id": det["image_id"], "category_id": det["category_id"], "bbox": box, "score": float(score)})
     return out
 

@@ -23,10 +23,14 @@ REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_
 class ResultsFile:
     """``benchmarks/results/<script>.json``: load, add rows (atomically), skip finished ones."""
 
-    def __init__(self, path: str | Path, machine: dict[str, Any], command: str) -> None:
+    def __init__(self, path: str | Path, machine: dict[str, Any], command: str, fresh: bool = False) -> None:
+        """``fresh``: start with no rows (the file is rewritten empty now, so rows of an earlier run
+        are never mixed into this one); otherwise keep the file's rows (resumable benchmarks)."""
         self.path = Path(path)
         self.data: dict[str, Any] = {"machine": machine, "command": command, "rows": []}
-        if self.path.is_file():
+        if fresh:
+            atomic_write_json(self.path, self.data)
+        elif self.path.is_file():
             self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
 
     @property

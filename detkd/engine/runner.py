@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import uuid
 import warnings
 from collections.abc import Callable
@@ -21,14 +20,14 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.runner import Runner, set_random_seed
 from torch.utils.data import Dataset
 
-from detkd.config import ensure_generated, read_split
+from detkd.config import ensure_generated, read_split, run_options
 from detkd.data.collate import collate_detection
 from detkd.data.dataset import DetectionDataset
 from detkd.data.records import DatasetIndex
-from detkd.data.transforms import AugmentConfig, build_eval_transform, build_train_transform
+from detkd.data.transforms import build_eval_transform, build_train_transform
 from detkd.data.writers import coco_dict
 from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported
 from detkd.engine.checkpoint import install_checkpoint_io
@@ -36,10 +35,12 @@ from detkd.engine.coco_metric import CocoDetMetric
 from detkd.engine.console import console_level
 from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook, LatentWeightClipHook
 from detkd.engine.model import DetectorModel
-from detkd.models.detector import DecodeConfig
+from detkd.engine.run_state import RunState
+from detkd.errors import ConfigError
 from detkd.models.factory import build_model
+from detkd.options import RunOptions, TrainOptions, options_dict
 
-__all__ = ["DetkdRunner", "build_detector", "build_runner", "dataloader_cfg", "init_cpu_distributed"]
+__all__ = ["DetkdRunner", "build_detector", "build_runner", "is_finished", "run_params", "dataloader_cfg", "init_cpu_distributed"]
 
 YOLO_FAMILY = {"yolov2", "tiny_yolov2", "fyolo"}
 
@@ -51,7 +52,7 @@ def build_detector(model_cfg: dict[str, Any], class_names: list[str], imgsz: int
     num_anchors = int(kwargs.pop("num_anchors", 5))
     if kwargs.get("anchors") == "kmeans":
         if train_index is None:
-            raise ValueError("anchors='kmeans' needs the training split")
+            raise ConfigError("config key model.anchors = 'kmeans' needs the training split")
         from detkd.models.anchors import anchors_from_dataset
 
         kwargs["anchors"] = anchors_from_dataset(train_index, imgsz, num_anchors, seed=0)
@@ -83,14 +84,14 @@ def _schedulers(cfg: Config, epochs: int) -> list[dict[str, Any]]:
     return out
 
 
-def _optim_wrapper(cfg: Config) -> dict[str, Any]:
+def _optim_wrapper(cfg: Config, train: TrainOptions) -> dict[str, Any]:
     """Mixed precision: float16 AMP on a GPU (``train.amp``, on by default); bfloat16 autocast on a
     CPU with native bfloat16 when ``train.cpu_amp`` asks for it (see :mod:`detkd.engine.amp`)."""
     optim = copy.deepcopy(dict(cfg.optim_wrapper))
     if torch.cuda.is_available():
-        if cfg.train.get("amp", True):
+        if train.amp:
             optim.setdefault("type", "AmpOptimWrapper")
-    elif cfg.train.get("cpu_amp", False):
+    elif train.cpu_amp:
         if cpu_bf16_supported():
             optim.setdefault("type", CpuBf16OptimWrapper)
         else:
@@ -98,23 +99,23 @@ def _optim_wrapper(cfg: Config) -> dict[str, Any]:
     return optim
 
 
-def _hooks(cfg: Config, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    ckpt = cfg.get("checkpoint", {})
+def _hooks(opts: RunOptions, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ckpt, train = opts.checkpoint, opts.train
     default_hooks = dict(
         checkpoint=dict(
             type="CheckpointHook",
-            interval=ckpt.get("interval", 1),
-            max_keep_ckpts=ckpt.get("max_keep", 2),
-            save_best=ckpt.get("save_best", "coco/AP50"),
+            interval=ckpt.interval,
+            max_keep_ckpts=ckpt.max_keep,
+            save_best=ckpt.save_best,
             rule="greater",
             save_last=True,
         ),
-        logger=dict(type="LoggerHook", interval=cfg.train.get("log_interval", 10)),
+        logger=dict(type="LoggerHook", interval=train.log_interval),
     )
     custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook),
                                          dict(type=EpochSummaryHook, stage=stage), dict(type=LatentWeightClipHook)]
-    if cfg.train.get("ema", False):
-        custom_hooks.append(dict(type="EMAHook", momentum=cfg.train.get("ema_momentum", 0.0002), priority=49))
+    if train.ema:
+        custom_hooks.append(dict(type="EMAHook", momentum=train.ema_momentum, priority=49))
     return default_hooks, custom_hooks
 
 
@@ -140,9 +141,17 @@ class DetkdRunner(Runner):
     always holds everything (config, hook table, iteration lines).
     """
 
-    def __init__(self, *args: Any, stage: str = "train", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stage: str = "train", run_state: RunState | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("experiment_name", f"{stage.replace('/', '_')}_{uuid.uuid4().hex[:8]}")
         super().__init__(*args, **kwargs)
+        self.run_state = run_state
+
+    def train(self) -> nn.Module:
+        """Train, then record the run as finished in its work dir (:mod:`detkd.engine.run_state`)."""
+        model = super().train()
+        if self.run_state is not None and self.rank == 0:
+            self.run_state.finish()
+        return model
 
     def build_logger(self, log_level: int | str = "INFO", log_file: str | None = None, **kwargs: Any) -> MMLogger:
         logger = super().build_logger(log_level, log_file, **kwargs)
@@ -164,6 +173,24 @@ ModelFactory = Callable[[nn.Module], BaseModel]
 TrainSetFactory = Callable[[DetectionDataset], Dataset[Any]]
 
 
+def run_params(cfg: Config, opts: RunOptions, load_from: str | None) -> dict[str, Any]:
+    """What a run's results depend on, recorded in its work dir: a change refuses to reuse it.
+    Settings that only change speed or logging (workers, log interval, validation batch) are left out."""
+    train = options_dict(opts.train)
+    for key in ("num_workers", "log_interval", "val_batch_size"):
+        train.pop(key)
+    return {"data": options_dict(opts.data), "imgsz": opts.imgsz, "model": dict(cfg.model), "train": train,
+            "optim_wrapper": dict(cfg.optim_wrapper), "param_scheduler": list(cfg.get("param_scheduler", [])),
+            "decode": options_dict(opts.decode), "checkpoint": options_dict(opts.checkpoint),
+            "teacher": options_dict(opts.teacher), "distill": options_dict(opts.distill),
+            "unlabeled": options_dict(opts.unlabeled), "hints": options_dict(opts.hints), "load_from": load_from}
+
+
+def is_finished(cfg: Config, work_dir: str | Path, load_from: str | None = None) -> bool:
+    """Whether ``work_dir`` holds a finished run of ``cfg`` with these very settings."""
+    return RunState(work_dir).finished(run_params(cfg, run_options(cfg), load_from))
+
+
 def build_runner(
     cfg: Config,
     work_dir: str | Path,
@@ -176,6 +203,10 @@ def build_runner(
 ) -> DetkdRunner:
     """A ready-to-train mmengine Runner for a detkd training config.
 
+    The work dir is checked first (:meth:`detkd.engine.run_state.RunState.begin`: another run's
+    folder is refused, an unfinished one needs ``resume``), then the seed is applied, before any
+    dataset, anchor or model is built, so two identical runs give identical checkpoints.
+
     Args:
         cfg, work_dir, resume, launcher: as ``tools/train.py`` gives them.
         make_model: wraps the built detector into the mmengine model (default
@@ -184,43 +215,49 @@ def build_runner(
         load_from: a checkpoint whose weights start the run (not its optimizer or epoch).
         stage: the name the console's epoch lines and the run's log names carry
             (default: the work dir's name).
+
+    Raises:
+        RunStateError: the work dir holds another run, or an unfinished one without ``resume``.
+        ConfigError, DatasetError: bad settings or data.
     """
     install_checkpoint_io()
     if launcher == "pytorch":
         init_cpu_distributed()
-    data, train = dict(cfg.data), cfg.train
+    opts = run_options(cfg)
+    stage = stage or Path(work_dir).resolve().name
+    state, params = RunState(work_dir), run_params(cfg, opts, load_from)
+    state.check(params, resume)  # refuse before building anything; nothing is written until all is built
+    train, imgsz, seed = opts.train, opts.imgsz, opts.train.seed
+    set_random_seed(seed)  # before anything random is built: datasets, k-means anchors, model weights
+    data = dict(cfg.data)
     ensure_generated(data)
-    imgsz = int(cfg.imgsz)
     train_index, val_index = read_split(data, "train"), read_split(data, "val")
-    aug = AugmentConfig(**train.get("augment", {}))
-    seed = int(train.get("seed", 0))
-    train_set: Dataset[Any] = DetectionDataset(train_index, build_train_transform(imgsz, aug, seed=seed), seed=seed)
+    train_set: Dataset[Any] = DetectionDataset(train_index, build_train_transform(imgsz, train.augment, seed=seed), seed=seed)
     if make_train_set is not None:
         train_set = make_train_set(train_set)  # type: ignore[arg-type]
     val_set = DetectionDataset(val_index, build_eval_transform(imgsz))
     detector = build_detector(dict(cfg.model), train_index.class_names, imgsz, train_index)
-    epochs = int(train.epochs)
-    stage = stage or Path(work_dir).resolve().name
-    default_hooks, custom_hooks = _hooks(cfg, stage)
-    workers = int(train.get("num_workers", min(2, os.cpu_count() or 1)))
+    default_hooks, custom_hooks = _hooks(opts, stage)
     assert val_index.category_ids is not None
     cfg = copy.deepcopy(cfg)
     if not torch.cuda.is_available():  # CPU DDP: no device ids (mmengine would pass the local rank)
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
-                                     find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
-    model = make_model(detector) if make_model is not None else DetectorModel(detector, DecodeConfig(**cfg.get("decode", {})))
+                                     find_unused_parameters=opts.find_unused_parameters)
+    model = make_model(detector) if make_model is not None else DetectorModel(detector, opts.decode)
+    resume = state.begin(stage, params, resume)
     return DetkdRunner(
         stage=stage,
+        run_state=state,
         model=model,
         load_from=load_from,
         work_dir=str(work_dir),
-        train_dataloader=dataloader_cfg(train_set, int(train.batch_size), workers, shuffle=True),
-        val_dataloader=dataloader_cfg(val_set, int(train.get("val_batch_size", train.batch_size)), workers, shuffle=False),
+        train_dataloader=dataloader_cfg(train_set, train.batch_size, train.num_workers, shuffle=True),
+        val_dataloader=dataloader_cfg(val_set, train.val_batch_size or train.batch_size, train.num_workers, shuffle=False),
         val_evaluator=[CocoDetMetric(coco_dict(val_index, val_index.image_root), val_index.category_ids, out_dir=str(work_dir))],
-        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=int(train.get("val_interval", 1))),
+        train_cfg=dict(by_epoch=True, max_epochs=train.epochs, val_interval=train.val_interval),
         val_cfg=dict(),
-        optim_wrapper=_optim_wrapper(cfg),
-        param_scheduler=_schedulers(cfg, epochs),
+        optim_wrapper=_optim_wrapper(cfg, train),
+        param_scheduler=_schedulers(cfg, train.epochs),
         default_hooks=default_hooks,
         custom_hooks=custom_hooks,
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]),

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from detkd.errors import DetkdError
+from detkd.fileio import TEMP_SUFFIX, new_file_mode
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["ExportError", "ParityReport", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
@@ -137,7 +138,8 @@ def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | N
         names = flatten_outputs(detector(check_images[:1]))[1]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
+    os.fchmod(fd, new_file_mode())  # the umask's permissions, not mkstemp's 0600
     os.close(fd)
     try:
         # .eval() on the wrapper too: export restores the wrapper's own training flag afterwards,
@@ -153,8 +155,10 @@ def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | N
         if not report.ok:
             raise ExportError(f"onnxruntime does not reproduce PyTorch: {report}")
         os.replace(tmp, out)
-    except Exception as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(exc, Exception):  # Ctrl-C: nothing left behind, and no error message
+            raise
         raise exc if isinstance(exc, ExportError) else ExportError(f"export to {out} failed: {exc}") from exc
     return report
 

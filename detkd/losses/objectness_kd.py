@@ -10,14 +10,14 @@ Per student cell and anchor, with the student's prediction ``(ô, p̂, b̂)``, g
 summed over cells and anchors. ``ô_T`` is the teacher's objectness probability ``o_T``: where the
 teacher sees background its class and box outputs are noise, and the scaling keeps them out.
 
-The ground-truth half is :func:`detkd.losses.yolo.yolo_loss` unchanged; the teacher half is
+The ground-truth half is :func:`detkd.models.yolo_loss.yolo_loss` unchanged; the teacher half is
 :func:`objectness_scaled_kd`, built from the same per-element terms
-(:func:`~detkd.losses.yolo.obj_term`, :func:`~detkd.losses.yolo.cls_term`,
-:func:`~detkd.losses.yolo.box_term`) with soft targets, so a student that matches the teacher
+(:func:`~detkd.models.yolo_loss.obj_term`, :func:`~detkd.models.yolo_loss.cls_term`,
+:func:`~detkd.models.yolo_loss.box_term`) with soft targets, so a student that matches the teacher
 exactly pays 0 (all three are divergences, not cross-entropies). Both halves divide their sums by
 the batch size B, so every term is a per-image total and the two halves stay on one scale.
 
-The teacher terms carry no :class:`~detkd.losses.yolo.YoloLossWeights` multiplier: ``λ_D`` alone
+The teacher terms carry no :class:`~detkd.models.yolo_loss.YoloLossWeights` multiplier: ``λ_D`` alone
 weighs them, as in the paper (``λ_D = 1``).
 
 Keys are named ``loss_kd_*`` because mmengine's ``BaseModel.parse_losses`` optimises exactly the
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from detkd.losses.yolo import YoloLossWeights, box_term, cls_term, obj_term, yolo_loss
+from detkd.models.yolo_loss import YoloLossWeights, box_term, cls_term, obj_term, yolo_loss
 from detkd.ops.fm_nms import TeacherTargets
 
 __all__ = ["combined_loss", "objectness_scaled_kd"]
@@ -113,13 +113,13 @@ def combined_loss(
     """Ground-truth YOLOv2 terms plus the teacher terms of :func:`objectness_scaled_kd`.
 
     Unlabeled images contribute only teacher terms: they are passed to
-    :func:`~detkd.losses.yolo.yolo_loss` with ``labeled=False``, which gives them no ground-truth
+    :func:`~detkd.models.yolo_loss.yolo_loss` with ``labeled=False``, which gives them no ground-truth
     term (positive, no-object, class or box) while still dividing by the whole batch size, the
     same B that divides the teacher terms.
 
     Args:
         student_raw: Float[B, A, S_h, S_w, 5 + K] raw student outputs.
-        targets: B ground-truth dicts as for :func:`~detkd.losses.yolo.yolo_loss` (boxes of an
+        targets: B ground-truth dicts as for :func:`~detkd.models.yolo_loss.yolo_loss` (boxes of an
             unlabeled image are ignored).
         teacher: the teacher's soft targets on the student's grid.
         anchors: Float[A, 2] the student's anchors (width, height) in pixels.
@@ -128,7 +128,7 @@ def combined_loss(
         lambda_d, scale_by_objectness: see :func:`objectness_scaled_kd`.
         labeled: optional Bool[B]; an image counts as labeled iff this and its target's own
             ``labeled`` flag (default True) are both True.
-        ignore_thr: see :func:`~detkd.losses.yolo.build_targets`.
+        ignore_thr: see :func:`~detkd.models.yolo_loss.build_targets`.
 
     Returns:
         ``loss_obj``, ``loss_noobj``, ``loss_cls``, ``loss_box`` (ground truth) and ``loss_kd_obj``,

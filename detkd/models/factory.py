@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 
 import torch.nn as nn
 
+from detkd.errors import ConfigError
+from detkd.options import check_kwargs, closest
+
 __all__ = ["MODELS", "build_model", "model_spec", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -54,12 +57,18 @@ def _plain(value: Any) -> Any:
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model and record ``{"name", "kwargs"}`` as its ``detkd_spec``."""
+    """Build a registered model and record ``{"name", "kwargs"}`` as its ``detkd_spec``.
+
+    Raises:
+        ConfigError: an unknown model name, or an argument its builder does not take.
+    """
     kwargs = _plain(kwargs)
     if name not in MODELS and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(set(MODELS) | set(BUILTIN)))}")
+        known = sorted(set(MODELS) | set(BUILTIN))
+        raise ConfigError(f"config key model.name = {name!r}: unknown model{closest(str(name), known)}; known: {', '.join(known)}")
+    check_kwargs(MODELS[name], kwargs, "model")
     model = MODELS[name](**kwargs)
     model.detkd_spec = {"name": name, "kwargs": kwargs}  # type: ignore[assignment]
     return model

@@ -33,6 +33,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from detkd.errors import CheckpointError
 from detkd.models.detector import DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.ssd_vgg import SSDVGGBackbone, ssd_anchor_generator
@@ -267,16 +268,16 @@ def torchvision_coco_class_names() -> list[str]:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"torchvision SSD checkpoint not found: {path}")
+        raise CheckpointError(f"{path}: torchvision SSD checkpoint not found")
     try:  # weights_only: a checkpoint is data; never run code a downloaded pickle asks for
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a state_dict that torch.load(weights_only=True) accepts: {first_line}") from exc
+        raise CheckpointError(f"{path}: not a state_dict that torch.load(weights_only=True) accepts: {first_line}") from exc
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # torchvision references' training checkpoints wrap it
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state_dict (name -> tensor), got {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a state_dict (name -> tensor), got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -307,7 +308,7 @@ def load_torchvision_ssd(model: SSDDetector, path: str | Path) -> list[str]:
             else:
                 problems.append(f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}")
     if problems:
-        raise ValueError(f"{path} does not match {type(model).__name__}'s {len(own)} tensors; "
+        raise CheckpointError(f"{path} does not match {type(model).__name__}'s {len(own)} tensors; "
                          f"first mismatches: {'; '.join(sorted(problems)[:5])}")
     if skipped:
         warnings.warn(f"{path}: class count differs from the checkpoint ({model.num_classes} classes + background); "

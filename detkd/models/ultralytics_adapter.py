@@ -28,11 +28,21 @@ import torch
 import torch.nn as nn
 from torchvision.ops import box_convert, clip_boxes_to_image
 
+from detkd.errors import CheckpointError, ConfigError
 from detkd.models.detector import DecodeConfig, Detections
 from detkd.models.factory import register_model
+from detkd.models.torch_file import check_torch_file
 from detkd.ops.nms import select_detections
 
-__all__ = ["UltralyticsDetector", "build_ultralytics", "load_ultralytics", "train_ultralytics"]
+__all__ = [
+    "MissingCheckpointError",
+    "UltralyticsDetector",
+    "UntrustedCheckpointError",
+    "build_ultralytics",
+    "load_ultralytics",
+    "model_yaml_problem",
+    "train_ultralytics",
+]
 
 Branch = Literal["auto", "one2many", "one2one"]
 
@@ -152,18 +162,58 @@ class UltralyticsDetector(nn.Module):
         )
 
 
+class UntrustedCheckpointError(CheckpointError, PermissionError):
+    """A ``.pt`` (a pickle) loaded without ``trust=True``; also a ``PermissionError`` for older callers."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A ``.pt`` that does not exist (ultralytics would try to download it by name)."""
+
+
+_DATASET_KEYS = ("train", "val", "test", "names", "path", "download")
+
+
+def model_yaml_problem(path: str | Path) -> str | None:
+    """Why a local ``.yaml`` file cannot be an ultralytics model description, or None when it can be
+    one (it has ``backbone`` and ``head``; names ultralytics ships, not local files, are not read).
+    The result completes a sentence that starts with the file's name."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return f"cannot be read as YAML ({' '.join(str(exc).split())[:120]})"
+    if isinstance(data, Mapping) and "backbone" in data and "head" in data:
+        return None
+    if isinstance(data, Mapping) and any(key in data for key in _DATASET_KEYS):
+        return "is a dataset description (data.yaml), not a model"
+    return "is not an ultralytics model description (it has no backbone and head)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
 def _load_checkpoint(path: Path, trust: bool) -> nn.Module:
     if not trust:
-        raise PermissionError(
+        raise UntrustedCheckpointError(
             f"{path} is an ultralytics .pt checkpoint, a Python pickle: loading it can run arbitrary code. "
             "Load it only if you trust where it came from, by passing trust=True "
             "(load_ultralytics(..., trust=True) or build_model('ultralytics', model=..., trust=True))."
         )
     if not path.is_file():  # ultralytics would try to download a missing file by name
-        raise FileNotFoundError(f"ultralytics checkpoint not found: {path}")
+        raise MissingCheckpointError(f"ultralytics checkpoint not found: {path}")
     from ultralytics.nn.tasks import load_checkpoint
 
-    model, _ = load_checkpoint(str(path))
+    check_torch_file(path)  # empty, truncated, not a torch file: one line, before ultralytics' own messages
+    try:
+        model, _ = load_checkpoint(str(path))
+    except (TypeError, AttributeError, KeyError) as exc:  # a torch file without an ultralytics model in it
+        raise CheckpointError(f"{path}: not an ultralytics model checkpoint ({_one_line(exc)})") from exc
     return model.float()
 
 
@@ -192,6 +242,13 @@ def load_ultralytics(
         imgsz: square input size (multiple of 32).
         trust: a ``.pt`` is a pickle that can run code when loaded; it is refused unless ``trust=True``.
         branch: see :class:`UltralyticsDetector`.
+
+    Raises:
+        ConfigError: a local yaml that is not a model description (a dataset ``data.yaml``, no
+            ``backbone``/``head``). CheckpointError: a ``.pt`` without ``trust``
+            (:class:`UntrustedCheckpointError`, also a ``PermissionError``), missing
+            (:class:`MissingCheckpointError`, also a ``FileNotFoundError``), not a torch file, or
+            without an ultralytics detection model in it.
     """
     path = Path(path_or_yaml)
     suffix = path.suffix.lower()
@@ -199,6 +256,9 @@ def load_ultralytics(
     if suffix in (".yaml", ".yml"):
         if not class_names:
             raise ValueError(f"building {path_or_yaml} needs class_names (they set the number of classes)")
+        problem = model_yaml_problem(path)
+        if problem:
+            raise ConfigError(f"{path} {problem}")
         from ultralytics.nn.tasks import DetectionModel
 
         model = DetectionModel(str(path_or_yaml), nc=len(class_names), verbose=False)
@@ -206,6 +266,10 @@ def load_ultralytics(
         names = list(class_names)
     elif suffix == ".pt":
         model = _load_checkpoint(path, trust)
+        from ultralytics.nn.modules.head import Detect
+
+        if not isinstance(getattr(model, "model", [None])[-1], Detect):
+            raise CheckpointError(f"{path}: an ultralytics {type(model).__name__}, not a detection model (no Detect head)")
         names = _checkpoint_names(model, class_names, path)
     else:
         raise ValueError(f"expected an ultralytics model .yaml or .pt, got {path_or_yaml!r}")

@@ -3,7 +3,7 @@
 All three share one head format (see :mod:`detkd.models.heads`): ``forward(images Float[B, 3, H, W]
 in [0, 1]) -> Float[B, A, H/32, W/32, 5 + K]`` raw values ``(tx, ty, tw, th, obj, class logits)``,
 identical in train and eval mode. ``decode`` turns them into per-image xyxy boxes in input pixels
-(see :mod:`detkd.models.detector`), ``loss`` delegates to :mod:`detkd.losses.yolo`.
+(see :mod:`detkd.models.detector`), ``loss`` delegates to :mod:`detkd.models.yolo_loss`.
 
 Builders (registered for :func:`detkd.models.factory.build_model`) take keyword-only, JSON-friendly
 arguments: ``class_names``, ``imgsz`` (a multiple of 32), ``width`` (channel multiplier),
@@ -32,12 +32,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from detkd.losses.yolo import YoloLossWeights, yolo_loss
 from detkd.models.backbones import DarknetBackbone, darknet19, scale_channels, tiny_darknet
 from detkd.models.box_coder import decode_grid
 from detkd.models.detector import DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
+from detkd.models.yolo_loss import YoloLossWeights, yolo_loss
 from detkd.ops.nms import select_detections
 
 __all__ = ["VOC_ANCHORS_GRID", "YoloDetector", "default_anchors", "fyolo", "tiny_yolov2", "yolo_decode", "yolov2"]
@@ -151,7 +151,7 @@ class YoloDetector(nn.Module):
         return yolo_decode(outputs, self.anchors, self.stride, cfg)
 
     def loss(self, outputs: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """``loss_obj``, ``loss_noobj``, ``loss_cls``, ``loss_box`` (see :func:`detkd.losses.yolo.yolo_loss`)."""
+        """``loss_obj``, ``loss_noobj``, ``loss_cls``, ``loss_box`` (see :func:`detkd.models.yolo_loss.yolo_loss`)."""
         return yolo_loss(outputs, targets, self.anchors, self.stride, self.loss_weights, self.ignore_thr)
 
 

@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from detkd.errors import ConfigError
+
 __all__ = ["Consumer", "PruningGraph", "followers", "layer_sets", "resolve_layer_set"]
 
 _PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm, nn.GroupNorm)
@@ -76,7 +78,7 @@ def layer_sets(detector: nn.Module) -> dict[str, list[str]]:
         if type(backbone).__name__ == "SSDLiteFeatureExtractorMobileNet":
             return _mobilenet_sets(backbone)
         return _vgg_sets(backbone)
-    raise ValueError(f"{type(detector).__name__} with backbone {type(backbone).__name__}: no layer sets known "
+    raise ConfigError(f"{type(detector).__name__} with backbone {type(backbone).__name__}: no layer sets known "
                      "(pruning supports ssd_cpu, ssd300_vgg16 and ssdlite320_mobilenet_v3_large)")
 
 
@@ -85,14 +87,14 @@ def resolve_layer_set(detector: nn.Module, layers: str | Sequence[str]) -> list[
     sets = layer_sets(detector)
     if isinstance(layers, str):
         if layers not in sets:
-            raise ValueError(f"unknown layer set {layers!r}; this detector has {', '.join(sets)}")
+            raise ConfigError(f"config key prune.layers: unknown layer set {layers!r}; this detector has {', '.join(sets)}")
         return list(sets[layers])
     modules = dict(detector.named_modules())
     allowed = set(sets["all"])
     bad = [name for name in layers if name not in allowed]
     if bad:
         what = [f"{n} ({'not a prunable conv' if n in modules else 'no such module'})" for n in bad[:3]]
-        raise ValueError(f"cannot prune {', '.join(what)}; prunable convs are those of the sets {', '.join(sets)}")
+        raise ConfigError(f"config key prune.layers: cannot prune {', '.join(what)}; prunable convs are those of the sets {', '.join(sets)}")
     return list(layers)
 
 

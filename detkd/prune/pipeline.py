@@ -38,15 +38,15 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from detkd.config import read_split
-from detkd.engine.checkpoint import best_checkpoint, detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
+from detkd.config import read_split, run_options
+from detkd.engine.checkpoint import detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
-from detkd.errors import RunStateError
-from detkd.fileio import atomic_write_json
+from detkd.engine.run_state import RunState
+from detkd.errors import ConfigError, RunStateError
+from detkd.fileio import atomic_write_json, remove_temp_files
 from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
-from detkd.prune.options import PruneOptions
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
 from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weights, threshold_sweep, zero_below
 
@@ -80,7 +80,8 @@ class PrunePipeline:
                  launcher: str = "none", resume: bool = False, command: str = "") -> None:
         self.cfg = cfg
         self.command = command
-        self.opts = PruneOptions.from_dict(cfg.get("prune"))
+        run = run_options(cfg)
+        self.opts, self.decode = run.prune, run.decode
         self.checkpoint = Path(checkpoint)
         self.work_dir = Path(work_dir)
         self.trust, self.launcher, self.resume = trust, launcher, resume
@@ -96,8 +97,17 @@ class PrunePipeline:
             if any(old.get(k) != v for k, v in mine.items()):
                 raise PipelineError(f"{self.work_dir} holds a {old.get('method')} run from {old.get('checkpoint')}; "
                                  f"use another --work-dir for {mine['method']} from {mine['checkpoint']}")
-        else:
-            atomic_write_json(record, mine)
+            remove_temp_files(self.work_dir)
+        elif self.work_dir.is_dir() and any(self.work_dir.iterdir()):
+            raise PipelineError(f"{self.work_dir} is not empty and holds no pruning run; pass a new --work-dir")
+
+    def _record(self) -> None:
+        """Create the work dir and its record, once the source checkpoint has loaded and fits
+        (a refused checkpoint leaves nothing behind)."""
+        record = self.work_dir / "pipeline.json"
+        if not record.is_file():
+            self.source()
+            atomic_write_json(record, {"checkpoint": str(self.checkpoint.resolve()), "method": self.opts.method})
 
     def path(self, name: str) -> Path:
         return self.work_dir / name
@@ -106,7 +116,7 @@ class PrunePipeline:
         model = load_source(self.cfg, self.checkpoint, self.trust)
         check_classes(model, read_split(dict(self.cfg.data), "train"), str(self.checkpoint))
         if int(model.imgsz) != self.imgsz:
-            raise ValueError(f"{self.checkpoint}: model input size {model.imgsz}, config imgsz {self.imgsz}")
+            raise ConfigError(f"{self.checkpoint}: model input size {model.imgsz}, config imgsz {self.imgsz}")
         return model
 
     def layers(self, model: nn.Module) -> list[str]:
@@ -114,27 +124,27 @@ class PrunePipeline:
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         index = read_split(dict(self.cfg.data), self.opts.eval_split)
-        metrics, _ = evaluate_model(model, index, progress=False)
+        metrics, _ = evaluate_model(model, index, progress=False, decode_cfg=self.decode)
         return metrics
 
     def _train(self, name: str, model: nn.Module, epochs: int, lr: float | None, wrap: Any = None) -> nn.Module:
         """Train ``model`` for ``epochs`` in ``W/<name>`` on the config's data and schedule; returns
         the model of the run's best (AP50) checkpoint, or its last epoch's when ``wrap`` is given."""
-        from detkd.engine.runner import build_runner
+        from detkd.engine.runner import build_runner, is_finished
 
         work = self.path(name)
-        if not (work / f"epoch_{epochs}.pth").is_file():
-            partial = (work / "last_checkpoint").is_file()
-            if partial and not self.resume:
-                raise PipelineError(f"{work} holds an unfinished run; pass --resume to continue it (or remove the folder)")
-            cfg = copy.deepcopy(self.cfg)
-            cfg.train.epochs = int(epochs)
-            if lr is not None:
-                cfg.optim_wrapper.optimizer.lr = float(lr)
+        cfg = copy.deepcopy(self.cfg)
+        cfg.train.epochs = int(epochs)
+        if lr is not None:
+            cfg.optim_wrapper.optimizer.lr = float(lr)
+        if not is_finished(cfg, work):  # run_state refuses an unfinished run without --resume
             model_for_runner = (wrap or DetectorModel)(model)
-            runner = build_runner(cfg, work, resume=partial, launcher=self.launcher, make_model=lambda _: model_for_runner)
+            runner = build_runner(cfg, work, resume=self.resume, launcher=self.launcher, make_model=lambda _: model_for_runner)
             runner.train()
-        final = work / f"epoch_{epochs}.pth" if wrap is not None else best_checkpoint(work)
+        state = RunState(work)
+        final = state.latest() if wrap is not None else state.best()
+        if final is None:
+            raise PipelineError(f"{work}: training left no checkpoint")
         return load_detector(final)
 
     # ---- stages --------------------------------------------------------------------------------
@@ -144,13 +154,17 @@ class PrunePipeline:
         wanted = list(stages or self.opts.stages)
         unknown = [s for s in wanted if s not in self.opts.stages]
         if unknown:
-            raise ValueError(f"stages {unknown} are not part of the {self.opts.method} pipeline {list(self.opts.stages)}")
+            raise ConfigError(f"stages {unknown} are not part of the {self.opts.method} pipeline {list(self.opts.stages)}")
         artefact = {"sparsity": "sparse.pth", "sweep": "sweep.json", "plan": "plan.json", "apply": "pruned.pth",
                     "retrain": "retrained.pth", "report": "report.json"}
         result: dict[str, Any] = {}
         distributed = self.launcher == "pytorch"
         if distributed:
             _init_distributed()
+        if not distributed or torch.distributed.get_rank() == 0:
+            self._record()
+        if distributed:
+            torch.distributed.barrier()
         for stage in self.opts.stages:
             if stage not in wanted or (stages is None and self.path(artefact[stage]).is_file()):
                 continue
@@ -167,7 +181,7 @@ class PrunePipeline:
     def _need(self, name: str, stage: str) -> Path:
         path = self.path(name)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} missing: run the {stage} stage first")
+            raise PipelineError(f"{path} missing: run the {stage} stage first")
         return path
 
     def stage_sparsity(self) -> None:
@@ -270,7 +284,7 @@ class PrunePipeline:
         if self.path("retrained.pth").is_file():
             models["retrained"] = load_detector(self.path("retrained.pth"))
         index = read_split(dict(self.cfg.data), self.opts.eval_split)
-        return write_report(models, index, self.work_dir, self.opts, self.opts.threads, self.command)
+        return write_report(models, index, self.work_dir, self.opts, self.opts.threads, self.command, self.decode)
 
 
 def _init_distributed() -> None:

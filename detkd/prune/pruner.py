@@ -5,8 +5,8 @@ into that conv's filters *before* this plan), plus params and FLOPs before and a
 ``removed`` in the JSON file before applying it; :func:`apply_plan` checks the plan against the model
 (names, channel counts, indices) and removes the channels through the dependency graph, so every
 consumer shrinks with its producer. The result is an ordinary module: it trains, evaluates and
-exports. :func:`reshape_like` rebuilds pruned shapes from a state dict, which is how a pruned
-checkpoint loads without any change to the original config.
+exports. :func:`reshape_like` (from :mod:`detkd.models.reshape`) rebuilds pruned shapes from a state
+dict, which is how a pruned checkpoint loads without any change to the original config.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from detkd.errors import ConfigError
 from detkd.fileio import atomic_write_text
+from detkd.models.reshape import reshape_like  # re-exported: it moved down so engine.checkpoint can use it
 from detkd.prune.groups import PruningGraph
 from detkd.prune.importance import Importance
 
@@ -192,43 +193,3 @@ def _record(detector: nn.Module, plan: PruningPlan) -> None:
     history.append({"method": plan.method, "params_after": plan.params_after, "flops_after": plan.flops_after,
                     "channels": {layer.name: layer.channels - len(layer.removed) for layer in plan.layers}})
     detector.detkd_pruned = {"plans": history}  # type: ignore[assignment]
-
-
-def reshape_like(detector: nn.Module, state: Mapping[str, torch.Tensor], pruned: Mapping[str, Any] | None = None) -> nn.Module:
-    """Give ``detector``'s layers the shapes of ``state`` (a pruned model's state dict), in place.
-
-    Conv2d, BatchNorm2d, Linear and 1-D channel vectors (L2Norm) get new, uninitialised tensors of
-    the checkpoint's shapes and matching ``in_channels``/``out_channels``/``num_features``; load the
-    state dict afterwards. ``pruned`` (the checkpoint's record) is kept on the model.
-
-    Raises:
-        ValueError: a tensor whose shape differs in a layer type that cannot be resized.
-    """
-    for key, value in state.items():
-        module_name, _, attr = key.rpartition(".")
-        try:
-            module = detector.get_submodule(module_name)
-        except AttributeError:
-            continue  # load_weights reports unexpected keys with the file name
-        current = getattr(module, attr, None)
-        if not isinstance(current, torch.Tensor) or current.shape == value.shape:
-            continue
-        if not isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) and current.dim() != 1:
-            raise ValueError(f"{key}: cannot resize a {type(module).__name__} from {tuple(current.shape)} to {tuple(value.shape)}")
-        fresh = torch.empty(value.shape, dtype=current.dtype, device=current.device)
-        if isinstance(current, nn.Parameter):
-            setattr(module, attr, nn.Parameter(fresh, requires_grad=current.requires_grad))
-        else:
-            module._buffers[attr] = fresh
-        if isinstance(module, nn.Conv2d) and attr == "weight":
-            depthwise = module.groups > 1 and module.groups == module.in_channels
-            module.out_channels = value.shape[0]
-            module.groups = value.shape[0] if depthwise else module.groups
-            module.in_channels = value.shape[1] * module.groups
-        elif isinstance(module, nn.BatchNorm2d):
-            module.num_features = value.shape[0]
-        elif isinstance(module, nn.Linear) and attr == "weight":
-            module.out_features, module.in_features = value.shape
-    if pruned is not None:
-        detector.detkd_pruned = dict(pruned)  # type: ignore[assignment]
-    return detector

@@ -15,8 +15,9 @@ import torch.nn as nn
 from detkd.data.records import DatasetIndex
 from detkd.engine.benchmark import evaluate_and_time, machine_info
 from detkd.engine.results import REQUIRED, markdown_table, plot_map_vs_fps, write_markdown
+from detkd.errors import DatasetError
 from detkd.fileio import atomic_write_json
-from detkd.prune.options import PruneOptions
+from detkd.options import DecodeConfig, PruneOptions
 
 __all__ = ["COLUMNS", "add_to_results", "write_report"]
 
@@ -24,13 +25,13 @@ COLUMNS = ["name", "params", "flops", "onnx_size_mb", "onnx_latency_ms", "speedu
 
 
 def write_report(models: dict[str, nn.Module], index: DatasetIndex, work_dir: str | Path, opts: PruneOptions,
-                 threads: int, command: str = "") -> dict[str, Any]:
+                 threads: int, command: str = "", decode: DecodeConfig | None = None) -> dict[str, Any]:
     """Measure each of ``models`` (name -> detector; ``"original"`` first) and write
     ``report.json`` (machine, command, rows), ``report.md`` and ``report.png`` in ``work_dir``."""
     work_dir = Path(work_dir)
     rows = []
     for name, model in models.items():
-        row = evaluate_and_time(name, model, index, work_dir / "onnx", threads, dataset=index.source)
+        row = evaluate_and_time(name, model, index, work_dir / "onnx", threads, dataset=index.source, decode=decode)
         row.update(method="unpruned" if name == "original" else opts.method, retrained=name == "retrained",
                    ratio=None if name == "original" or opts.method == "singh" else opts.ratio, split=opts.eval_split)
         rows.append(row)
@@ -60,7 +61,7 @@ def add_to_results(report: dict[str, Any], results_path: str | Path, prefix: str
 
     path = Path(results_path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: results file not found")
+        raise DatasetError(f"{path}: results file not found")
     existing = json.loads(path.read_text())
     results = ResultsFile(path, existing.get("machine", report["machine"]), existing.get("command", ""))
     for row in report["rows"]:
