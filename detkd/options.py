@@ -374,13 +374,14 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], key: str) -> Any:
             if type(None) in args:
                 return None
             raise bad
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
+        candidates = [a for a in args if a is not type(None)]
+        for arg in candidates:
             try:
                 return _check(value, arg, meta, key)
             except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0] if len(errors) == 1 else bad
+                if len(candidates) == 1 and is_dataclass(arg) and isinstance(value, Mapping):
+                    raise  # the nested section's own, more precise message
+        raise bad
     if is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise bad

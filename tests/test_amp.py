@@ -9,6 +9,7 @@ from mmengine.config import Config
 from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported
 from detkd.engine.runner import _optim_wrapper
 from detkd.models.factory import build_model
+from detkd.options import TrainOptions
 
 CLASSES = ["a", "b", "c"]
 
@@ -19,12 +20,12 @@ def _cfg(**train) -> Config:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
 def test_cpu_amp_only_when_asked_and_supported(monkeypatch):
-    assert "type" not in _optim_wrapper(_cfg())  # off by default: plain float32
+    assert "type" not in _optim_wrapper(_cfg(), TrainOptions())  # off by default: plain float32
     monkeypatch.setattr("detkd.engine.runner.cpu_bf16_supported", lambda: True)
-    assert _optim_wrapper(_cfg(cpu_amp=True))["type"] is CpuBf16OptimWrapper
+    assert _optim_wrapper(_cfg(cpu_amp=True), TrainOptions(cpu_amp=True))["type"] is CpuBf16OptimWrapper
     monkeypatch.setattr("detkd.engine.runner.cpu_bf16_supported", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16"):
-        assert "type" not in _optim_wrapper(_cfg(cpu_amp=True))
+        assert "type" not in _optim_wrapper(_cfg(cpu_amp=True), TrainOptions(cpu_amp=True))
 
 
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no native bfloat16")

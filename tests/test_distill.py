@@ -120,7 +120,7 @@ def test_unknown_hint_module_is_named() -> None:
 
 
 def test_distill_config_rejects_unknown_keys_and_modes() -> None:
-    with pytest.raises(ValueError, match="unknown distill settings"):
+    with pytest.raises(ValueError, match=r"unknown config key distill.lamda_d \(did you mean distill.lambda_d\?\)"):
         DistillConfig.from_dict({"lamda_d": 1.0})
     with pytest.raises(ValueError, match="fm_nms.mode"):
         DistillConfig.from_dict({"fm_nms": {"mode": "boxes"}})

@@ -57,6 +57,8 @@ def _open(path: Path) -> Image.Image:
             return Image.open(path)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _fail(path, DefectKind.UNREADABLE_IMAGE, f"not a readable image ({exc.__class__.__name__})") from exc
+    except ImportError as exc:  # ultralytics (once imported) patches Image.open to try an optional HEIF plugin
+        raise _fail(path, DefectKind.UNREADABLE_IMAGE, "not a readable image (UnidentifiedImageError)") from exc
     except OSError as exc:
         raise _fail(path, DefectKind.UNREADABLE_IMAGE, f"cannot open: {exc}") from exc
 

@@ -32,7 +32,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from detkd.errors import CheckpointError
 from detkd.fileio import atomic_write_bytes
 from detkd.models.factory import build_model, model_spec
-from detkd.models.torch_file import check_torch_file, one_line as _one_line
+from detkd.models.torch_file import check_torch_file, load_error_reason as _reason, one_line as _one_line
 
 __all__ = [
     "CheckpointError",
@@ -62,18 +62,6 @@ def _numpy_globals() -> list[Any]:
 
 
 SAFE_GLOBALS: list[Any] = _numpy_globals()
-
-
-def _reason(exc: Exception) -> str:
-    """The informative part of torch's (long, multi-line) loading error, as one short line."""
-    text = str(exc)
-    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
-    if detail:
-        text = detail.group(1)
-    if isinstance(exc, EOFError):
-        return "the file ends early (truncated?)"
-    text = _one_line(text)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _refused(exc: Exception) -> str | None:

@@ -74,7 +74,7 @@ def _only_epochs_differ(old: Any, new: Mapping[str, Any]) -> bool:
     if not isinstance(old, Mapping) or not isinstance(old.get("train"), Mapping) or not isinstance(new.get("train"), Mapping):
         return False
     strip = lambda p: {**p, "train": {k: v for k, v in p["train"].items() if k != "epochs"}}  # noqa: E731
-    return strip(old) == strip(new) and new["train"].get("epochs", 0) >= old["train"].get("epochs", 0)
+    return strip(old) == strip(new) and new["train"].get("epochs", 0) > old["train"].get("epochs", 0)
 
 
 def _epoch(path: Path) -> int:

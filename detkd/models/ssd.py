@@ -37,6 +37,7 @@ from detkd.errors import CheckpointError
 from detkd.models.detector import DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.ssd_vgg import SSDVGGBackbone, ssd_anchor_generator
+from detkd.models.torch_file import load_error_reason
 from detkd.ops.nms import select_detections
 
 __all__ = [
@@ -272,8 +273,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:  # weights_only: a checkpoint is data; never run code a downloaded pickle asks for
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a state_dict that torch.load(weights_only=True) accepts: {first_line}") from exc
+        raise CheckpointError(f"{path}: not a state_dict that torch.load(weights_only=True) accepts ({load_error_reason(exc)})") from exc
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # torchvision references' training checkpoints wrap it
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -5,12 +5,13 @@ torch's (or ultralytics') own. Used by :mod:`detkd.engine.checkpoint` and the ul
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
 from detkd.errors import CheckpointError
 
-__all__ = ["check_torch_file", "one_line"]
+__all__ = ["check_torch_file", "load_error_reason", "one_line"]
 
 _ZIP_MAGIC = b"PK"
 _PICKLE_PROTO = 0x80  # pickle's PROTO opcode: how torch's legacy (non-zip) format begins
@@ -65,3 +66,15 @@ def check_torch_file(path: str | os.PathLike[str]) -> Path:
     if problem:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({problem})")
     return path
+
+
+def load_error_reason(exc: Exception) -> str:
+    """The informative part of torch's (long, multi-line) loading error, as one short line."""
+    text = str(exc)
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+    if detail:
+        text = detail.group(1)
+    if isinstance(exc, EOFError):
+        return "the file ends early (truncated?)"
+    text = one_line(text)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -106,7 +106,11 @@ class PrunePipeline:
         (a refused checkpoint leaves nothing behind)."""
         record = self.work_dir / "pipeline.json"
         if not record.is_file():
-            self.source()
+            model = self.source()
+            try:
+                self.layers(model)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.checkpoint}: {exc}") from None
             atomic_write_json(record, {"checkpoint": str(self.checkpoint.resolve()), "method": self.opts.method})
 
     def path(self, name: str) -> Path:
