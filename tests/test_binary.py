@@ -148,7 +148,7 @@ def test_binarized_student_keeps_first_and_prediction_convs_trains_and_reloads(t
     model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(images), model(images))
-    with pytest.raises(ValueError, match="unknown binary settings"):
+    with pytest.raises(ValueError, match="unknown config key model.binary.bits"):
         build_model("fyolo", class_names=["a"], imgsz=64, width=0.125, binary={"bits": 1})
 
 

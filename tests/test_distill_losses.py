@@ -10,7 +10,7 @@ import torch
 from detkd.losses.hint import HintRegressor, hint_loss
 from detkd.losses.kd import hinton_kd, logit_l2, noisy_teacher
 from detkd.losses.objectness_kd import combined_loss, objectness_scaled_kd
-from detkd.losses.yolo import yolo_loss
+from detkd.models.yolo_loss import yolo_loss
 from detkd.ops.fm_nms import TeacherTargets
 
 B, A, S, K = 2, 2, 2, 3

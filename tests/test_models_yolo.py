@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detkd.losses.yolo import build_targets, cls_term, obj_term, yolo_loss
+from detkd.models.yolo_loss import build_targets, cls_term, obj_term, yolo_loss
 from detkd.models.backbones import depth_to_space, space_to_depth
 from detkd.models.box_coder import assign_cells, best_anchors, decode, decode_grid, encode
 from detkd.models.detector import DecodeConfig

@@ -5,7 +5,8 @@ A distillation config is a training config (``model`` is the student) plus::
     teacher = dict(checkpoint="work_dirs/teacher/best.pth",  # .pth (detkd), .pt or .yaml (ultralytics)
                    trust=False,        # allow unpickling a .pt / legacy checkpoint (it can run code)
                    imgsz=None,         # the teacher's input size when it differs from the student's
-                   class_map=None)     # {teacher_name: student_name} or "by_name" when classes differ
+                   class_map=None,     # {teacher_name: student_name} or "by_name" when classes differ
+                   allow_untrained=False)  # accept an ultralytics model .yaml (random weights): smoke tests only
     distill = dict(...)                # terms: see DistillConfig.from_dict
     unlabeled = dict(folder=None, split=None, ratio=0.0)   # extra images without labels
     hints = dict(taps=[dict(student="neck...", teacher="backbone...", weight=0.0, kernel=1)], epochs=0)

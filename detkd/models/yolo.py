@@ -39,6 +39,7 @@ from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
 from detkd.models.yolo_loss import YoloLossWeights, yolo_loss
 from detkd.ops.nms import select_detections
+from detkd.options import BinaryOptions, parse_section
 
 __all__ = ["VOC_ANCHORS_GRID", "YoloDetector", "default_anchors", "fyolo", "tiny_yolov2", "yolo_decode", "yolov2"]
 
@@ -167,10 +168,8 @@ def _detector(backbone: DarknetBackbone, neck: nn.Module, class_names: list[str]
     if binary:
         from detkd.models.binary import binarize_convs
 
-        unknown = set(binary) - {"mode", "keep_1x1", "stochastic"}
-        if unknown:
-            raise ValueError(f"unknown binary settings {sorted(unknown)} (known: mode, keep_1x1, stochastic)")
-        binarize_convs(detector, skip=("head.conv",), **binary)
+        opts = parse_section(BinaryOptions, binary, "model.binary")
+        binarize_convs(detector, skip=("head.conv",), mode=opts.mode, keep_1x1=opts.keep_1x1, stochastic=opts.stochastic)
     return detector
 
 

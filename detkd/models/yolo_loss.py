@@ -5,8 +5,7 @@ Why it lives in ``models``: the detector protocol makes the training loss a meth
 docs/DESIGN.md), so :class:`~detkd.models.yolo.YoloDetector` cannot import from
 :mod:`detkd.losses`. The YOLOv2 loss therefore sits next to its detector, as the SSD MultiBox loss
 sits in :mod:`detkd.models.ssd`; it needs only the box coder and :mod:`detkd.ops.boxes`.
-:mod:`detkd.losses` keeps the distillation losses, which build on these terms, and
-:mod:`detkd.losses.yolo` re-exports this module's names. (Injecting the loss into the model from
+:mod:`detkd.losses` keeps the distillation losses, which build on these terms. (Injecting the loss into the model from
 ``losses`` instead would leave ``model.loss`` undefined until something imported ``losses``.)
 
 Raw outputs are ``Float[B, A, S_h, S_w, 5 + K]`` = ``(tx, ty, tw, th, obj, class logits)`` (see
