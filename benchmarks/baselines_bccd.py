@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
-from detkd.config import load_config, read_split
+from detkd.config import load_config
+from detkd.data.sources import read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint

@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 import detkd  # noqa: F401  (offline environment first)
-from detkd.config import load_config, read_split
+from detkd.config import load_config
+from detkd.data.sources import read_split
 from detkd.distill.runner import load_teacher
 from detkd.distill.teachers import build_teacher_adapter
 from detkd.engine.evaluate import evaluate_model

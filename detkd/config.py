@@ -25,13 +25,11 @@ from typing import Any
 
 from mmengine.config import Config
 
-from detkd.data.records import DatasetError, DatasetIndex
-from detkd.data.sources import guess_coco_image_dir
 from detkd.errors import ConfigError, add_debug_argument
 from detkd.options import RunOptions, options_dict, parse_options
 
-__all__ = ["DictAction", "add_run_arguments", "add_verbose_argument", "ensure_generated", "load_config", "parse_value",
-           "read_split", "run_options"]
+__all__ = ["DictAction", "add_data_argument", "add_run_arguments", "add_verbose_argument", "ensure_generated", "load_config", "parse_value",
+           "run_options"]
 
 SECTIONS = ("data", "imgsz", "train", "decode", "checkpoint", "teacher", "distill", "unlabeled", "hints", "chain", "prune")
 
@@ -87,9 +85,18 @@ class DictAction(argparse.Action):
         setattr(namespace, self.dest, options)
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data PATH``: train / evaluate on any dataset without writing a config."""
+    parser.add_argument("--data", metavar="PATH",
+                        help="the dataset, instead of the config's: a VOC root, a COCO JSON or export folder "
+                             "(Roboflow, CVAT), a data.yaml or its folder, or labelImg folders (XML beside images); "
+                             "classes and splits come from the data, 10%% of train validates when it has no val split")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, options_example: str, resume_help: str) -> None:
-    """The options every training tool shares: ``--work-dir``, ``--cfg-options``, ``--resume``, ``--launcher``,
-    ``--verbose``."""
+    """The options every training tool shares: ``--data``, ``--work-dir``, ``--cfg-options``, ``--resume``,
+    ``--launcher``, ``--verbose``, ``--debug``."""
+    add_data_argument(parser)
     parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
                         help=f"override config values, e.g. {options_example}")
@@ -108,8 +115,10 @@ def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
                              "it always goes to the run's log file")
 
 
-def load_config(path: str | Path, options: dict[str, Any] | None = None) -> Config:
-    """Load a config file, apply ``--cfg-options`` style overrides (``{"a.b": value}``) and check every
+def load_config(path: str | Path, options: dict[str, Any] | None = None, data: str | Path | None = None) -> Config:
+    """Load a config file, take the dataset from ``data`` (``--data PATH``: any layout
+    :func:`detkd.data.layouts.discover` finds; classes from the data, splits from its layout, a seeded
+    hold-out when it has no val split), apply ``--cfg-options`` style overrides (``{"a.b": value}``) and check every
     section (:func:`detkd.options.parse_options`); the checked sections, every default filled in,
     replace the file's, so the run's resolved config shows what it ran with.
 
@@ -123,6 +132,10 @@ def load_config(path: str | Path, options: dict[str, Any] | None = None) -> Conf
         cfg = Config.fromfile(str(path))
     except Exception as exc:  # mmengine re-raises the config's own SyntaxError, NameError, ImportError...
         raise ConfigError(f"{path}: cannot read the config: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if data is not None:  # --data: the dataset's own layout replaces the config's data section
+        from detkd.data.layouts import discover
+
+        cfg.data = discover(data).data_config()
     if options:
         try:
             cfg.merge_from_dict(options)
@@ -157,25 +170,3 @@ def ensure_generated(data: dict[str, Any]) -> None:
     generate_synthetic(root, seed=int(params.get("seed", 0)), counts=counts, size=int(params.get("size", 320)),
                        preset=str(params.get("preset") or DEFAULT_PRESET))
     atomic_write_json(stamp, wanted)  # last, so an interrupted generation is redone
-
-
-def read_split(data: dict[str, Any], split: str, check: str = "header") -> DatasetIndex:
-    """Read the config's ``split`` (``train``, ``val`` or ``test``) into a :class:`DatasetIndex`."""
-    from detkd.data.coco import read_coco
-    from detkd.data.voc import read_voc
-    from detkd.data.yolo_txt import read_yolo
-
-    splits = data.get("splits") or {}
-    if split not in splits:
-        raise DatasetError(f"config data.splits has no '{split}' entry (has: {', '.join(splits) or 'none'})")
-    root, entry, classes = Path(data["root"]), splits[split], data.get("classes")
-    fmt = data.get("format", "voc")
-    if fmt == "voc":
-        return read_voc(root, entry, classes, check)
-    if fmt == "coco":
-        ann = root / entry["ann"]
-        img_dir = root / entry["img_dir"] if entry.get("img_dir") else guess_coco_image_dir(ann)
-        return read_coco(ann, img_dir, classes, check)
-    if fmt == "yolo":
-        return read_yolo(root, entry, check)
-    raise DatasetError(f"config data.format must be voc, coco or yolo, not {fmt!r}")

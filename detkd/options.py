@@ -123,15 +123,17 @@ class GenerateOptions:
 
 @dataclass
 class DataOptions:
-    """``data``: ``format`` (voc, coco, yolo), ``root``, ``splits`` (``{"train": ..., "val": ...}``: a VOC
-    split name, a YOLO split key, or for COCO ``{"ann": file, "img_dir": folder}``), ``classes``
-    (None: from the data), ``generate`` (the built-in dataset)."""
+    """``data``: ``format`` (voc, coco, yolo, labelimg), ``root``, ``splits`` (``{"train": ..., "val": ...}``:
+    a VOC split name, a YOLO split key, a labelImg folder, or for COCO ``{"ann": file, "img_dir": folder}``),
+    ``classes`` (None: from the data), ``generate`` (the built-in dataset), ``holdout`` (without a ``val``
+    split: this fraction of train, seeded, validates; ``--data`` sets 0.1 for such datasets)."""
 
-    root: str = option(help="dataset folder")
-    format: str = option("voc", choices=("voc", "coco", "yolo"))
+    root: str = option(help="dataset folder, or pass --data PATH")
+    format: str = option("voc", choices=("voc", "coco", "yolo", "labelimg"))
     splits: dict[str, Any] = option(factory=lambda: {"train": "train", "val": "val", "test": "test"})
     classes: list[str] | None = None
     generate: GenerateOptions | None = None
+    holdout: float = option(0.0, min=0.0, max=0.5)
 
 
 @dataclass

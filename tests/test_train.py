@@ -139,9 +139,12 @@ def test_tools_refuse_unsafe_or_missing_checkpoints(tiny_data, tmp_path):
 def test_console_shows_epoch_lines_and_the_log_file_the_rest(tiny_data, tmp_path):
     quiet = _train(tmp_path / "quiet", tiny_data, epochs=1).stdout
     lines = [line for line in quiet.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("[quiet] epoch 1/1  loss ") and "val mAP50 " in lines[0], quiet
+    data = [line for line in lines if line.startswith("[data] ")]  # the data summary, once, first
+    assert lines[:len(data)] == data and data[0].startswith("[data] train: 12 of 12 images") and "classes:" in data[-1]
+    assert len(lines) == len(data) + 1 and lines[-1].startswith("[quiet] epoch 1/1  loss ") and "val mAP50 " in lines[-1], quiet
     assert "Hooks will be executed" not in quiet and "Config:" not in quiet
     log = next((tmp_path / "quiet").glob("2*/2*.log")).read_text()
     assert "Hooks will be executed" in log and "Config:" in log  # the whole log is still written
+    assert data[0] in log  # and the data summary
     loud = _train(tmp_path / "loud", tiny_data, "--verbose", epochs=1).stdout
     assert "Hooks will be executed" in loud and "Config:" in loud and "[loud] epoch 1/1" in loud

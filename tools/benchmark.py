@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detkd.config import DictAction
+from detkd.config import DictAction, add_data_argument
 from detkd.errors import add_debug_argument, run_tool
 
 COLUMNS = ["name", "imgsz", "threads", "params", "flops", "mAP50", "AP", "torch_latency_ms", "onnx_latency_ms", "onnx_fps", "decode_ms", "onnx_size_mb"]
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=30, help="timed runs per measurement (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=Path("work_dirs/benchmark"))
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    add_data_argument(parser)
     parser.add_argument("--trust", action="store_true", help="allow pickled checkpoints (ultralytics .pt files you trust)")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
@@ -61,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 def compare(args: argparse.Namespace) -> int:
     """Evaluate and time every model, then write the table and the plot; a fresh comparison every
     time (rows of an earlier run in the same --out-dir are dropped)."""
-    from detkd.config import load_config, read_split, run_options
+    from detkd.config import load_config, run_options
+    from detkd.data.sources import read_split
     from detkd.engine.benchmark import evaluate_and_time, machine_info
     from detkd.engine.evaluate import check_classes
     from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.data)
     opts = run_options(cfg)
     index = read_split(dict(cfg.data), args.split)
     detectors = []

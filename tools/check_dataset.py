@@ -2,6 +2,7 @@
 """Check a detection dataset and list every defect by file.
 
 Examples:
+    python tools/check_dataset.py ~/data/my-export          # any layout: every split it finds, each checked
     python tools/check_dataset.py data/VOC2007 --split trainval
     python tools/check_dataset.py annotations/instances_val2017.json --img-dir val2017 --json report.json
     python tools/check_dataset.py data/mydata/data.yaml --split val
@@ -16,8 +17,8 @@ import argparse
 import sys
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
-from detkd.data.check import check_dataset
-from detkd.data.sources import FORMATS
+from detkd.data.check import check_dataset, check_layout
+from detkd.data.sources import FORMATS, detect_format
 from detkd.errors import add_debug_argument, run_tool
 from detkd.fileio import atomic_write_json
 
@@ -44,16 +45,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def check(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    report = check_dataset(
-        args.path, args.format, args.split, args.img_dir, classes, decode=not args.headers_only, progress=True
-    )
-    print(report.to_text(args.max_lines))
+    decode = not args.headers_only
+    if not (args.split or args.format or args.img_dir or classes) and detect_format(args.path) != "folder":
+        layout, reports = check_layout(args.path, decode)
+        print(f"layout: {layout.format} at {layout.root}; splits found: "
+              + ", ".join(f"{split} ({layout.found.get(split, '')})" for split in layout.splits) + "; read: all of them\n")
+        for report in reports:
+            print(report.to_text(args.max_lines) + "\n")
+        payload: dict = {"layout": {"format": layout.format, "root": str(layout.root), "splits": layout.splits},
+                         "splits": [r.to_dict() for r in reports]}
+    else:
+        reports = [check_dataset(args.path, args.format, args.split, args.img_dir, classes, decode=decode, progress=True)]
+        print(reports[0].to_text(args.max_lines))
+        payload = reports[0].to_dict()
     if args.json:
-        atomic_write_json(args.json, report.to_dict())
+        atomic_write_json(args.json, payload)
         print(f"report written to {args.json}")
-    if report.fatal:
+    if any(r.fatal for r in reports):
         return 2
-    return 1 if args.strict and report.defects else 0
+    return 1 if args.strict and any(r.defects for r in reports) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import detkd  # noqa: F401  (sets offline/quiet environment before other imports)
-from detkd.config import add_verbose_argument, ensure_generated, load_config, read_split
+from detkd.config import add_verbose_argument, ensure_generated, load_config
+from detkd.data.sources import read_split
 from detkd.engine.console import set_verbose
 from detkd.errors import add_debug_argument, run_tool
 

@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detkd.config import DictAction
+from detkd.config import DictAction, add_data_argument
 from detkd.engine.metrics import evaluate_detections, format_metrics_table
 from detkd.errors import add_debug_argument, run_tool
 from detkd.fileio import atomic_write_json
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--split", default="val", help="config data split to evaluate (default: %(default)s)")
     model.add_argument("--batch-size", type=int, default=8)
     model.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    add_data_argument(model)
     model.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint (trusted files only)")
     files = parser.add_argument_group("evaluate a detections file")
     files.add_argument("--gt", type=Path, metavar="ANN.json", help="COCO ground-truth annotation file")
@@ -61,12 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
-    from detkd.config import load_config, read_split
+    from detkd.config import load_config, run_options
+    from detkd.data.sources import read_split
     from detkd.engine.checkpoint import load_detector
-    from detkd.config import run_options
     from detkd.engine.evaluate import evaluate_model
 
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.data)
     detector = load_detector(args.checkpoint, trust=args.trust)
     index = read_split(dict(cfg.data), args.split)
     metrics, dets = evaluate_model(detector, index, batch_size=args.batch_size, decode_cfg=run_options(cfg).decode)

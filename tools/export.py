@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detkd.config import DictAction
+from detkd.config import DictAction, add_data_argument
 from detkd.errors import add_debug_argument, run_tool
 
 
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="split whose images drive the parity check (default: %(default)s)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    add_data_argument(parser)
     parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     add_debug_argument(parser)
     return parser.parse_args(argv)
@@ -39,12 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def export(args: argparse.Namespace) -> int:
     """The tool's work; every problem the user can fix raises a :class:`detkd.errors.DetkdError`."""
-    from detkd.config import load_config, read_split
+    from detkd.config import load_config
+    from detkd.data.sources import read_split
     from detkd.engine.checkpoint import load_detector
     from detkd.engine.evaluate import check_classes
     from detkd.export.onnx import export_onnx, sample_images
 
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.data)
     detector = load_detector(args.checkpoint, trust=args.trust)
     index = read_split(dict(cfg.data), args.split)
     check_classes(detector, index, str(args.checkpoint))  # as tools/eval.py: before anything is exported

@@ -61,7 +61,7 @@ def prune(args: argparse.Namespace) -> int:
         options["prune.method"] = args.method
     if args.ratio is not None:
         options["prune.ratio"] = args.ratio
-    cfg = load_config(args.config, options)
+    cfg = load_config(args.config, options, args.data)
     from detkd.prune.pipeline import PrunePipeline  # heavy imports after the argument check
 
     work_dir = args.work_dir or str(Path("work_dirs") / f"{Path(args.config).stem}_{cfg.prune.method}")

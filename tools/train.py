@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.data)
     from detkd.engine.runner import build_runner  # heavy imports after the argument check
 
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)

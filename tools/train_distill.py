@@ -50,7 +50,7 @@ def distill(args: argparse.Namespace) -> int:
         options["teacher.checkpoint"] = args.teacher_ckpt
     if args.trust_teacher:
         options["teacher.trust"] = True
-    cfg = load_config(args.config, options)
+    cfg = load_config(args.config, options, args.data)
     from detkd.distill.runner import run_distill  # heavy imports after the argument check
 
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detkd.data.layouts import Layout, discover
 from detkd.data.records import DatasetError, DatasetIndex, Defect
-from detkd.data.sources import detect_format, read_index
+from detkd.data.sources import detect_format, read_index, read_split
 
-__all__ = ["CheckReport", "check_dataset"]
+__all__ = ["CheckReport", "check_dataset", "check_layout", "summarize_splits"]
 
 
 @dataclass
@@ -114,3 +115,42 @@ def check_dataset(
         return report
     _fill(report, index)
     return report
+
+
+def check_layout(path: str | Path, decode: bool = True) -> tuple[Layout, list[CheckReport]]:
+    """Find the dataset's layout (:func:`detkd.data.layouts.discover`) and check every split it has.
+
+    Raises:
+        DatasetError: no layout (the path is not a dataset detkd reads).
+    """
+    layout = discover(path)
+    data = layout.data_config(holdout=0.0)
+    reports = []
+    for split in layout.splits:
+        report = CheckReport(source=layout.found.get(split, str(layout.root)), format=layout.format, split=split)
+        try:
+            _fill(report, read_split(data, split, "full" if decode else "header"))
+        except (DatasetError, OSError) as exc:
+            report.fatal = str(exc)
+        reports.append(report)
+    return layout, reports
+
+
+def summarize_splits(indexes: dict[str, DatasetIndex], held_out: float = 0.0) -> list[str]:
+    """What a training run reads, in a few lines: per split the images and boxes kept, and the
+    defects by kind (images skipped, boxes dropped or clipped); printed once at the start of every run."""
+    lines = []
+    for split, index in indexes.items():
+        note = f" (held out: {held_out:.0%} of train, seed 0)" if split == "val" and held_out > 0 else ""
+        lines.append(f"[data] {split}: {len(index.records)} of {index.num_listed} images, {index.num_boxes} boxes{note} "
+                     f"from {index.source}")
+        by_action: dict[str, Counter[str]] = {}
+        for defect in index.defects:
+            by_action.setdefault(defect.action, Counter())[defect.kind.value] += 1
+        for action, kinds in sorted(by_action.items()):
+            listed = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+            lines.append(f"[data]   {sum(kinds.values())} {action} ({listed})")
+    first = next(iter(indexes.values()), None)
+    if first is not None:
+        lines.append(f"[data] {len(first.class_names)} classes: {', '.join(first.class_names)}")
+    return lines

@@ -89,6 +89,24 @@ def _split_annotations(
     return usable
 
 
+def _drop_supercategory_entries(cats: list[dict[str, Any]], annotations: list[Any], ann_file: Path,
+                                defects: list[Defect]) -> list[dict[str, Any]]:
+    """Categories without the phantom ones: a category that no annotation uses and whose name is
+    another category's ``supercategory`` (Roboflow exports list the dataset's own name that way,
+    e.g. ``{"id": 0, "name": "cells", "supercategory": "none"}``); each drop is reported."""
+    used = {a.get("category_id") for a in annotations if isinstance(a, dict)}
+    parents = {str(c.get("supercategory")) for c in cats if c.get("supercategory") is not None}
+    kept = []
+    for cat in cats:
+        name = str(cat.get("name", cat["id"]))
+        if cat["id"] not in used and name in parents and any(str(c.get("name")) != name for c in cats):
+            detail = f"category {cat['id']} ({name!r}) is only a supercategory: no annotation uses it"
+            defects.append(Defect(str(ann_file), DefectKind.UNUSED_CATEGORY, detail, "class dropped"))
+        else:
+            kept.append(cat)
+    return kept
+
+
 def read_coco(
     ann_file: str | Path,
     img_dir: str | Path,
@@ -102,12 +120,16 @@ def read_coco(
         ann_file: instances JSON.
         img_dir: folder that the images' ``file_name`` are relative to.
         class_names: expected class list; when given, categories are matched by name and a
-            category not in the list is an unknown class. None uses the file's categories.
+            category not in the list is an unknown class. None uses the file's categories, less
+            the supercategory-only entries annotation tools add (reported as ``unused_category``).
         check: image check depth, ``"header"`` or ``"full"``.
     """
     ann_file, img_dir = Path(ann_file), Path(img_dir)
     data = load_coco_json(ann_file)
+    defects: list[Defect] = []
     cats = sorted(data["categories"], key=lambda c: c["id"])
+    if class_names is None:
+        cats = _drop_supercategory_entries(cats, data["annotations"], ann_file, defects)
     names = [str(c.get("name", c["id"])) for c in cats]
     if class_names is None:
         class_names, category_ids = names, [c["id"] for c in cats]
@@ -117,7 +139,6 @@ def read_coco(
         # A listed class that the file lacks gets a fresh id, so converted output stays valid.
         category_ids = [by_name[name] if name in by_name else next(unused) for name in class_names]
     cat_to_label = {cid: label for label, cid in enumerate(category_ids)}
-    defects: list[Defect] = []
     num_boxes = len(data["annotations"])
     data = {**data, "annotations": _split_annotations(data, ann_file, cat_to_label, defects)}
     coco = to_pycocotools(data)

@@ -45,6 +45,7 @@ class DefectKind(str, enum.Enum):
     INVALID_BOX = "invalid_box"
     UNKNOWN_CLASS = "unknown_class"
     EMPTY_ANNOTATION = "empty_annotation"
+    UNUSED_CATEGORY = "unused_category"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from detkd.data.images import IMAGE_EXTENSIONS, is_image_file
 from detkd.data.records import DatasetError, DatasetIndex, Defect, DefectKind, ImageRecord
 from detkd.data.validate import make_record
 
-__all__ = ["VOCObject", "VOCAnnotation", "parse_voc_xml", "read_voc", "voc_splits"]
+__all__ = ["VOCObject", "VOCAnnotation", "make_voc_record", "parse_voc_xml", "read_voc", "voc_splits"]
 
 
 @dataclass
@@ -143,7 +143,7 @@ def read_voc(
         num_boxes += ann.num_raw_objects
         image = _find_image(root, stem, ann.filename)
         used.add(image)
-        record = _make_voc_record(image_id, image, root / "Annotations" / f"{stem}.xml", ann, lookup, defects, check)
+        record = make_voc_record(image_id, image, root / "Annotations" / f"{stem}.xml", ann, lookup, defects, check)
         if record is not None:
             records.append(record)
     orphans = _unannotated_images(root, set(ids), used, defects) if split is None else 0
@@ -152,7 +152,7 @@ def read_voc(
     )
 
 
-def _make_voc_record(
+def make_voc_record(
     image_id: int,
     image: Path,
     ann_file: Path,

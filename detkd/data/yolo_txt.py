@@ -2,7 +2,8 @@
 
 ``data.yaml`` names the class list (``names``: list or ``{index: name}``) and each split
 (``train``/``val``/``test``): a folder of images, a ``.txt`` list of image paths, or a list of
-either. Relative split paths are resolved against ``path`` when given, else the yaml's folder;
+either. Relative split paths are resolved against ``path`` when given, else the yaml's folder (and, as
+ultralytics does, without a leading ``../`` when the path as written does not exist);
 relative lines in a list file against that file's folder. Labels live beside the images with
 ``/images/`` replaced by ``/labels/``: one ``cls cx cy w h`` line per box, normalised to [0, 1]
 (a polygon line ``cls x1 y1 x2 y2 ...`` counts as its bounding box). An image without a label
@@ -22,7 +23,7 @@ from detkd.data.images import is_image_file
 from detkd.data.records import DatasetError, DatasetIndex, Defect, DefectKind, ImageRecord
 from detkd.data.validate import make_record
 
-__all__ = ["find_data_yaml", "label_path", "load_data_yaml", "read_yolo"]
+__all__ = ["find_data_yaml", "label_path", "load_data_yaml", "read_yolo", "resolve_split_path"]
 
 
 def find_data_yaml(path: str | Path) -> Path:
@@ -65,12 +66,29 @@ def label_path(image: Path) -> Path:
     return Path(text).with_suffix(".txt")
 
 
+def resolve_split_path(item: Any, root: Path, data_yaml: Path) -> Path:
+    """Where a split entry of ``data.yaml`` points, tried as ultralytics tries it: as written (relative
+    to ``root``), then without a leading ``../`` (Roboflow exports write ``train: ../train/images``
+    for a yaml that sits beside ``train/``).
+
+    Raises:
+        DatasetError: none of the places exists; the message names every place tried.
+    """
+    text = str(item)
+    tried = [Path(text) if Path(text).is_absolute() else root / text]
+    if text.startswith("../"):
+        tried.append(root / text[3:])
+    for path in tried:
+        if path.exists():
+            return path
+    raise DatasetError(f"{data_yaml}: split path {text!r} not found (tried {', '.join(str(p) for p in tried)})")
+
+
 def _split_images(entry: Any, root: Path, data_yaml: Path) -> list[Path]:
     entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []
     for item in entries:
-        path = Path(str(item))
-        path = path if path.is_absolute() else root / path
+        path = resolve_split_path(item, root, data_yaml)
         if path.is_dir():
             images.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)))
         elif path.is_file() and path.suffix == ".txt":
@@ -150,12 +168,13 @@ def read_yolo(path: str | Path, split: str = "train", check: str = "header", pro
         else:
             labels, boxes, names, count = [], [], [], 0
         num_boxes += count
+        empty = None
         if count == 0:
             why = "empty label file" if labels_file.is_file() else "no label file"
-            defects.append(Defect(str(labels_file), DefectKind.EMPTY_ANNOTATION, f"{why} (background image)", "kept"))
+            empty = Defect(str(labels_file), DefectKind.EMPTY_ANNOTATION, f"{why} (background image)", "kept")
         record = make_record(
             image_id, image, labels_file, boxes, labels, [False] * len(labels), defects,
-            check=check, normalized=True, box_names=names,
+            check=check, normalized=True, box_names=names, empty_defect=empty,
         )
         if record is not None:
             records.append(record)

@@ -96,7 +96,7 @@ def load_teacher(teacher_cfg: dict[str, Any], class_names: list[str], imgsz: int
 def read_unlabeled(data: dict[str, Any], unlabeled: UnlabeledOptions) -> DatasetIndex | None:
     """The unlabeled pool: an image ``folder`` (relative to ``data.root`` unless absolute) or a
     labeled ``split`` of the dataset with its labels dropped; None when neither is set."""
-    from detkd.config import read_split
+    from detkd.data.sources import read_split
     from detkd.data.folder import read_folder
 
     folder, split = unlabeled.folder, unlabeled.split

@@ -23,7 +23,9 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner, set_random_seed
 from torch.utils.data import Dataset
 
-from detkd.config import ensure_generated, read_split, run_options
+from detkd.config import ensure_generated, run_options
+from detkd.data.sources import read_split
+from detkd.data.check import summarize_splits
 from detkd.data.collate import collate_detection
 from detkd.data.dataset import DetectionDataset
 from detkd.data.records import DatasetIndex
@@ -55,7 +57,11 @@ def build_detector(model_cfg: dict[str, Any], class_names: list[str], imgsz: int
             raise ConfigError("config key model.anchors = 'kmeans' needs the training split")
         from detkd.models.anchors import anchors_from_dataset
 
-        kwargs["anchors"] = anchors_from_dataset(train_index, imgsz, num_anchors, seed=0)
+        try:
+            kwargs["anchors"] = anchors_from_dataset(train_index, imgsz, num_anchors, seed=0)
+        except ValueError as exc:  # a tiny dataset: fewer distinct box sizes than anchors
+            warnings.warn(f"{train_index.source}: k-means anchors: {exc}; using the default anchors", stacklevel=2)
+            kwargs["anchors"] = None
     return build_model(name, class_names=list(class_names), imgsz=imgsz, **kwargs)
 
 
@@ -245,7 +251,9 @@ def build_runner(
                                      find_unused_parameters=opts.find_unused_parameters)
     model = make_model(detector) if make_model is not None else DetectorModel(detector, opts.decode)
     resume = state.begin(stage, params, resume)
-    return DetkdRunner(
+    held_out = opts.data.holdout if opts.data is not None and "val" not in opts.data.splits else 0.0
+    summary = summarize_splits({"train": train_index, "val": val_index}, held_out)
+    runner = DetkdRunner(
         stage=stage,
         run_state=state,
         model=model,
@@ -268,3 +276,8 @@ def build_runner(
         cfg=cfg,
         log_processor=dict(by_epoch=True),
     )
+    if runner.rank == 0:  # the data's summary once at the start: on the console and in the run's log
+        print("\n".join(summary), flush=True)
+        for line in summary:
+            runner.logger.info(line)
+    return runner

@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from detkd.config import read_split, run_options
+from detkd.config import run_options
+from detkd.data.sources import read_split
 from detkd.engine.checkpoint import detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
