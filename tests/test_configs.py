@@ -9,14 +9,16 @@ import pytest
 from detkd.config import load_config
 from detkd.engine.runner import _schedulers, build_detector
 
+PRESETS = {"fyolo", "yolov2", "tiny_yolov2", "ssd_cpu"}  # model + schedule, no data: used with --data
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs" / "train").glob("*_*.py") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds(path):
     cfg = load_config(path, {"train.epochs": 7})
-    assert {"data", "imgsz", "model", "train", "optim_wrapper", "param_scheduler"} <= set(cfg.keys())
-    assert cfg.data["format"] in {"voc", "coco", "yolo"} and "train" in cfg.data["splits"] and "val" in cfg.data["splits"]
+    assert {"imgsz", "model", "train", "optim_wrapper", "param_scheduler"} <= set(cfg.keys())
+    if path.stem not in PRESETS:  # a preset's data comes from --data
+        assert cfg.data["format"] in {"voc", "coco", "yolo"} and "train" in cfg.data["splits"] and "val" in cfg.data["splits"]
     model_cfg = {k: v for k, v in cfg.model.items() if k not in ("anchors", "num_anchors")}  # k-means needs data
     detector = build_detector(model_cfg, ["a", "b"], int(cfg.imgsz), None)
     assert detector.class_names == ["a", "b"] and detector.imgsz == cfg.imgsz
@@ -63,7 +65,8 @@ def test_prune_config_builds(path):
 
     cfg = load_config(path)
     opts = PruneOptions.from_dict(cfg.prune)
-    assert opts.stages[-1] == "report" and {"data", "imgsz", "model", "train", "optim_wrapper"} <= set(cfg.keys())
+    assert opts.stages[-1] == "report" and {"imgsz", "model", "train", "optim_wrapper"} <= set(cfg.keys())
+    assert ("data" in cfg) == (path.stem not in PRESETS)
     kwargs = {"width": 0.125} if cfg.model["name"] == "ssd_cpu" else {}
     detector = build_detector({**dict(cfg.model), **kwargs}, ["a", "b"], int(cfg.imgsz), None)
     assert resolve_layer_set(detector, opts.layers)  # the configured layer set exists in this model
@@ -85,3 +88,17 @@ def test_tool_help(path, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage:") and len(out) > 150
+
+
+@pytest.mark.parametrize("path", [p for kind in ("train", "distill", "prune") for p in sorted((Path(__file__).resolve().parents[1] / "configs" / kind).glob("*.py")) if p.stem in PRESETS], ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_presets_have_no_data_and_take_it_from_data_path(path, tmp_path):
+    from detkd.errors import ConfigError
+    from detkd.data.sources import read_split
+    from tests.test_layouts import make_labelimg
+
+    cfg = load_config(path)
+    assert "data" not in cfg
+    with pytest.raises(ConfigError, match="no dataset: pass --data PATH"):
+        read_split(cfg.get("data") or {}, "train")
+    cfg = load_config(path, {"imgsz": 64}, data=make_labelimg(tmp_path / "ds"))
+    assert cfg.data["format"] == "labelimg" and len(read_split(dict(cfg.data), "train").records) == 4
