@@ -13,8 +13,9 @@ The layer order is docs/DESIGN.md's ("Layout"), lowest first:
 6. ``export``
 7. ``engine``
 8. ``distill``, ``prune``
+9. ``commands`` (the tools' code) and ``cli`` (the ``detkd`` command)
 
-(tools and benchmarks sit above all of these and are not checked here.)
+(the ``tools/`` scripts and benchmarks sit above all of these and are not checked here.)
 
 Every ``import detkd...`` and ``from detkd... import`` counts, wherever it is: module level, inside a
 function, or under ``if TYPE_CHECKING:`` (a type hint is a dependency too; a Protocol in the lower
@@ -34,8 +35,8 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "detkd"
 
-BASE, DATA, CONFIG, BINARY, MODELS, LOSSES, EXPORT, ENGINE, APPS = range(9)
-LAYER_NAMES = ("base", "data/ops", "config", "binary", "models", "losses", "export", "engine", "distill/prune")
+BASE, DATA, CONFIG, BINARY, MODELS, LOSSES, EXPORT, ENGINE, APPS, COMMANDS = range(10)
+LAYER_NAMES = ("base", "data/ops", "config", "binary", "models", "losses", "export", "engine", "distill/prune", "commands")
 
 # "detkd" itself and "detkd.<first component>" -> layer rank (higher may import lower, never the reverse).
 LAYERS: dict[str, int] = {
@@ -55,6 +56,8 @@ LAYERS: dict[str, int] = {
     "detkd.engine": ENGINE,
     "detkd.distill": APPS,
     "detkd.prune": APPS,
+    "detkd.commands": COMMANDS,
+    "detkd.cli": COMMANDS,
 }
 
 # Known upward imports, (importing module, imported module) -> why it is still here. Mend one and

@@ -1,0 +1,61 @@
+"""Export a trained detector to ONNX (dynamic batch) and verify it with onnxruntime.
+
+    python tools/export.py CFG CKPT --out model.onnx [--imgsz N] [--split val]
+
+The graph maps ``images`` Float[B, 3, N, N] in [0, 1] (RGB, letterboxed) to the model's raw head
+outputs; decoding + NMS run in Python, exactly as for PyTorch. Before reporting success the file
+is run by onnxruntime on real images from the config's split and must give the same raw outputs
+and detections as PyTorch. A checkpoint whose classes differ from the config's dataset is refused
+before anything is exported. Any failure writes nothing and ends with a one-line ``error: ...`` on
+stderr and exit status 2 (``--debug``: the traceback instead).
+"""
+
+from __future__ import annotations
+
+import detkd  # noqa: F401  # first: sets the offline environment before other third-party imports
+
+import argparse
+from pathlib import Path
+
+from detkd.config import DictAction, add_data_argument
+from detkd.errors import add_debug_argument, run_tool
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="training config (data for the parity check)")
+    parser.add_argument("checkpoint", type=Path, help="detkd checkpoint (.pth)")
+    parser.add_argument("--out", type=Path, required=True, help="output .onnx file (written atomically)")
+    parser.add_argument("--imgsz", type=int, help="input size (default: the model's)")
+    parser.add_argument("--split", default="val", help="split whose images drive the parity check (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    add_data_argument(parser)
+    parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
+    add_debug_argument(parser)
+    return parser.parse_args(argv)
+
+
+def export(args: argparse.Namespace) -> int:
+    """The tool's work; every problem the user can fix raises a :class:`detkd.errors.DetkdError`."""
+    from detkd.config import load_config
+    from detkd.data.sources import read_split
+    from detkd.engine.checkpoint import load_detector
+    from detkd.engine.evaluate import check_classes
+    from detkd.export.onnx import export_onnx, sample_images
+
+    cfg = load_config(args.config, args.cfg_options, args.data)
+    detector = load_detector(args.checkpoint, trust=args.trust)
+    index = read_split(dict(cfg.data), args.split)
+    check_classes(detector, index, str(args.checkpoint))  # as tools/eval.py: before anything is exported
+    imgsz = args.imgsz or int(detector.imgsz)
+    images = sample_images(index, imgsz, count=4)
+    report = export_onnx(detector, args.out, imgsz, args.opset, check_images=images)
+    print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB, input 1x3x{imgsz}x{imgsz}, dynamic batch)")
+    print(f"onnxruntime parity on {len(images)} images: {report}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_tool(lambda: export(args), debug=args.debug)
