@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.dist import get_rank
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner, set_random_seed
@@ -250,7 +251,8 @@ def build_runner(
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
                                      find_unused_parameters=opts.find_unused_parameters)
     model = make_model(detector) if make_model is not None else DetectorModel(detector, opts.decode)
-    resume = state.begin(stage, params, resume)
+    # one process writes the work dir's record and cleans up after a crash; under DDP the others only check
+    resume = state.begin(stage, params, resume) if get_rank() == 0 else state.check(params, resume)
     held_out = opts.data.holdout if opts.data is not None and "val" not in opts.data.splits else 0.0
     summary = summarize_splits({"train": train_index, "val": val_index}, held_out)
     runner = DetkdRunner(
