@@ -13,10 +13,9 @@ from detkd.data.mixed import MixedDataset, as_unlabeled
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import (
     Candidates,
-    SSDTeacher,
     StudentSpace,
     TeacherError,
-    UltralyticsTeacher,
+    TeacherAdapter,
     YoloTeacher,
     build_teacher_adapter,
     class_mapping,
@@ -180,7 +179,7 @@ def test_ssd_teacher_projects_a_known_default_box_prediction() -> None:
     torch.manual_seed(0)
     ssd = build_model("ssd_cpu", class_names=CLASSES, imgsz=IMGSZ, width=0.125)
     adapter = build_teacher_adapter(ssd, _yolo())
-    assert isinstance(adapter, SSDTeacher)
+    assert type(adapter) is TeacherAdapter  # the generic adapter over SSDDetector.candidates()
     anchors = ssd.anchors()
     num = anchors.shape[0]
     box = torch.tensor([[36.0, 4.0, 60.0, 20.0]])  # centre (48, 12): column 1, row 0; 24x16 = anchor 1
@@ -189,7 +188,11 @@ def test_ssd_teacher_projects_a_known_default_box_prediction() -> None:
     logits = torch.full((1, num, 4), -10.0)
     logits[..., 0] = 10.0  # background everywhere ...
     logits[0, 7] = torch.tensor([0.0, -10.0, -10.0, 4.0])  # ... but default box 7 sees class "c"
-    tmap = project_candidates(adapter.candidates({"bbox_regression": regression, "cls_logits": logits}), adapter.space)
+    outputs = {"bbox_regression": regression, "cls_logits": logits}
+    own = ssd.candidates(outputs)  # the detector's own view: every default box, before NMS
+    assert own.boxes.shape == (1, num, 4) and torch.allclose(own.boxes[0, 7], box[0], atol=1e-4)
+    assert own.obj[0, 7] > 0.98 and torch.isclose(own.cls[0, 7].sum(), torch.tensor(1.0)) and own.cls[0, 7].argmax() == 2
+    tmap = project_candidates(adapter.candidates(outputs), adapter.space)
     obj = tmap.obj[0, 1, 0, 1]
     assert obj > 0.9 and float(tmap.obj.sum() - obj) < 1e-3 * num
     assert tmap.cls[0, 1, 0, 1].argmax() == 2
@@ -202,13 +205,15 @@ def test_ultralytics_teacher_projects_a_known_anchor_point() -> None:
 
     yolo = load_ultralytics("yolov8n.yaml", CLASSES, imgsz=IMGSZ)
     adapter = build_teacher_adapter(yolo, _yolo())
-    assert isinstance(adapter, UltralyticsTeacher)
+    assert type(adapter) is TeacherAdapter
     n = 5
     out = torch.zeros(1, 4 + 3, n)
     out[0, :4, 2] = torch.tensor([12.0, 44.0, 8.0, 8.0])  # cx, cy, w, h: column 0, row 1, anchor 0
     out[0, 4:, 2] = torch.tensor([0.1, 0.6, 0.2])
     out[0, :4, [0, 1, 3, 4]] = torch.tensor([40.0, 40.0, 20.0, 20.0])[:, None]
     out[0, 4:, [0, 1, 3, 4]] = 0.01
+    own = yolo.candidates(out)
+    assert torch.equal(own.boxes[0, 2], torch.tensor([8.0, 40.0, 16.0, 48.0])) and torch.isclose(own.obj[0, 2], torch.tensor(0.6))
     tmap = project_candidates(adapter.candidates(out), adapter.space)
     assert torch.isclose(tmap.obj[0, 0, 1, 0], torch.tensor(0.6))  # best class score = objectness
     assert torch.allclose(tmap.cls[0, 0, 1, 0], torch.tensor([0.1, 0.6, 0.2]) / 0.9)
@@ -217,6 +222,23 @@ def test_ultralytics_teacher_projects_a_known_anchor_point() -> None:
 
 
 # ---- sizes and classes ---------------------------------------------------------------------------
+
+def test_yolo_candidates_are_every_grid_slot() -> None:
+    teacher = _yolo("yolov2", seed=1)
+    raw = teacher(_images())
+    own = teacher.candidates(raw)
+    assert own.boxes.shape == (2, 3 * 2 * 2, 4) and own.obj.shape == (2, 12) and own.cls.shape == (2, 12, 3)
+    assert torch.allclose(own.obj, torch.sigmoid(raw[..., 4]).reshape(2, -1))
+    assert torch.allclose(own.cls.sum(-1), torch.ones(2, 12))
+
+
+def test_a_teacher_without_candidates_is_refused() -> None:
+    class Plain(torch.nn.Module):
+        class_names, imgsz = CLASSES, IMGSZ
+
+    with pytest.raises(TeacherError, match="has no candidates"):
+        build_teacher_adapter(Plain(), _yolo())
+
 
 def test_class_mismatch_needs_a_map() -> None:
     with pytest.raises(TeacherError, match="class_map"):

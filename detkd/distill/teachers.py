@@ -11,20 +11,23 @@ Two routes:
 - **Direct** (:class:`YoloTeacher` when the teacher has the student's stride, grid, anchors and
   classes): the teacher's raw outputs already are in the student's space: ``sigmoid(obj)``,
   ``softmax(class logits)`` (the logits are kept for Hinton KD), ``(sigmoid(tx), sigmoid(ty), tw, th)``.
-- **Projection** (every other teacher: a YOLO with other anchors or input size, an ultralytics
-  YOLO, a torchvision-style SSD): the teacher's *candidates* (one per anchor point / default box /
-  slot, before any threshold or NMS) as xyxy boxes in student input pixels with an objectness and a
-  class distribution are placed by :func:`project_candidates`: each candidate goes to the cell
-  holding its centre and the student anchor whose shape fits it best (the same rule that assigns
-  ground truth in :func:`detkd.models.yolo_loss.build_targets`), its box is encoded against that cell
-  and anchor (:func:`detkd.models.box_coder.encode`), and when several candidates land in one slot
-  the one with the highest objectness wins (ties: lowest candidate index). Slots no candidate
-  reaches get objectness 0 (the teacher says "nothing here") and ``valid=False``, so they carry
-  no class or box target.
+- **Projection** (every other teacher, through one generic :class:`TeacherAdapter`): the teacher's
+  own ``candidates(outputs)`` (:class:`~detkd.models.detector.Candidates`: one per anchor, default
+  box or anchor point, before any threshold or NMS; xyxy boxes, objectness, class distribution —
+  each detector family says in ``detkd/models/`` what those are, so a new family touches nothing
+  here) are scaled to student pixels, their classes mapped, and placed by :func:`project_candidates`:
+  each candidate goes to the cell holding its centre and the student anchor whose shape fits it best
+  (the same rule that assigns ground truth in :func:`detkd.models.yolo_loss.build_targets`), its box
+  is encoded against that cell and anchor (:func:`detkd.models.box_coder.encode`), and when several
+  candidates land in one slot the one with the highest objectness wins (ties: lowest candidate
+  index). Slots no candidate reaches get objectness 0 (the teacher says "nothing here") and
+  ``valid=False``, so they carry no class or box target.
 
-Objectness of heads without one: an ultralytics YOLO (anchor-free, per-class sigmoid scores) uses
-its best class score and ``scores / sum(scores)`` as the class distribution; an SSD (softmax with
-a background column) uses ``1 - p(background)`` and the foreground probabilities renormalised.
+Objectness of heads without one (from their ``candidates()``): an ultralytics YOLO (anchor-free,
+per-class sigmoid scores) uses its best class score and ``scores / sum(scores)`` as the class
+distribution; an SSD (softmax with a background column) uses ``1 - p(background)`` and the
+foreground probabilities renormalised. With a class map, the objectness is multiplied by the class
+mass the student keeps (for ultralytics teachers this replaced "best score among the kept classes").
 
 Input size: a teacher built for another square size than the student gets the student's batch
 resized to its size (the letterbox pads at the bottom/right, so this is a uniform scale) and its
@@ -46,16 +49,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from detkd.errors import TeacherError
-from detkd.models.box_coder import assign_cells, best_anchors, decode_grid, encode, raw_to_encoded
+from detkd.models.box_coder import assign_cells, best_anchors, encode, raw_to_encoded
+from detkd.models.detector import Candidates
 from detkd.ops.fm_nms import TeacherMap
 
 __all__ = [
     "Candidates",
-    "SSDTeacher",
     "StudentSpace",
     "TeacherAdapter",
     "TeacherError",
-    "UltralyticsTeacher",
     "YoloTeacher",
     "build_teacher_adapter",
     "class_mapping",
@@ -94,21 +96,6 @@ class StudentSpace:
             if not hasattr(student, attr):
                 raise TeacherError(f"the student must be a YOLOv2-family detector (no {attr!r} on {type(student).__name__})")
         return cls(student.anchors.detach().cpu().clone(), int(student.stride), int(student.imgsz), tuple(student.class_names))
-
-
-@dataclass
-class Candidates:
-    """A teacher's candidates before projection.
-
-    Attributes:
-        boxes: Float[B, N, 4] xyxy in student input pixels.
-        obj: Float[B, N] objectness probability.
-        cls: Float[B, N, K] class distribution over the *student's* classes (rows sum to 1 or 0).
-    """
-
-    boxes: torch.Tensor
-    obj: torch.Tensor
-    cls: torch.Tensor
 
 
 def class_mapping(teacher_names: Sequence[str], student_names: Sequence[str],
@@ -259,8 +246,12 @@ class TeacherAdapter(nn.Module):
             return images
         return F.interpolate(images, size=(self.imgsz, self.imgsz), mode="bilinear", align_corners=False)
 
-    def candidates(self, outputs: Any) -> Candidates:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def candidates(self, outputs: Any) -> Candidates:
+        """The teacher's own :meth:`candidates` (every slot, before thresholds and NMS) in the
+        student's pixels and classes: boxes scaled, classes mapped, objectness times the
+        probability mass of the classes the student knows."""
+        own = self.teacher.candidates(outputs)
+        return self._to_student(own.boxes, own.cls, own.obj)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> TeacherMap:
@@ -285,13 +276,6 @@ class YoloTeacher(TeacherAdapter):
         self.direct = bool(same_anchors and int(teacher.stride) == space.stride and self.imgsz == space.imgsz
                            and self.mapping is None)
 
-    def candidates(self, outputs: torch.Tensor) -> Candidates:
-        bsz, num_k = outputs.shape[0], outputs.shape[-1] - 5
-        boxes = decode_grid(outputs, self.teacher.anchors.to(outputs), int(self.teacher.stride)).reshape(bsz, -1, 4)
-        obj = torch.sigmoid(outputs[..., 4]).reshape(bsz, -1)
-        probs = torch.softmax(outputs[..., 5:], dim=-1).reshape(bsz, -1, num_k)
-        return self._to_student(boxes, probs, obj)
-
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> TeacherMap:
         if not self.direct:
@@ -306,53 +290,16 @@ class YoloTeacher(TeacherAdapter):
         )
 
 
-class UltralyticsTeacher(TeacherAdapter):
-    """An ultralytics YOLO (through :class:`~detkd.models.ultralytics_adapter.UltralyticsDetector`):
-    objectness = best class score, classes = scores renormalised."""
-
-    def candidates(self, outputs: torch.Tensor) -> Candidates:
-        pred = outputs.transpose(1, 2)  # [B, N, 4 + K]
-        cxcywh, scores = pred[..., :4], pred[..., 4:]
-        boxes = torch.cat((cxcywh[..., :2] - cxcywh[..., 2:] / 2, cxcywh[..., :2] + cxcywh[..., 2:] / 2), dim=-1)
-        if self.mapping is not None:  # objectness from the classes the student knows
-            scores = scores[..., self.mapping.to(scores.device) >= 0]
-            mapping = self.mapping[self.mapping >= 0]
-        else:
-            mapping = None
-        obj = scores.max(dim=-1).values
-        probs = scores / scores.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-        cls, _ = map_classes(probs, mapping, len(self.space.class_names))
-        return Candidates(boxes * self.scale, obj, cls)
-
-
-class SSDTeacher(TeacherAdapter):
-    """A detkd SSD (:class:`~detkd.models.ssd.SSDDetector`, torchvision-style default boxes and box
-    coder): objectness = 1 - p(background), classes = foreground probabilities renormalised."""
-
-    def candidates(self, outputs: Mapping[str, torch.Tensor]) -> Candidates:
-        regression, logits = outputs["bbox_regression"], outputs["cls_logits"]
-        bsz, num = regression.shape[:2]
-        anchors = self.teacher.anchors().to(regression)
-        boxes = self.teacher.box_coder.decode_single(regression.reshape(-1, 4), anchors.repeat(bsz, 1)).reshape(bsz, num, 4)
-        probs = torch.softmax(logits, dim=-1)
-        fg = probs[..., 1:]
-        obj = 1.0 - probs[..., 0]
-        dist = fg / fg.sum(dim=-1, keepdim=True).clamp(min=_EPS)
-        return self._to_student(boxes, dist, obj)
-
-
 def build_teacher_adapter(teacher: nn.Module, student: nn.Module, imgsz: int | None = None,
                           class_map: Mapping[str, str | None] | str | None = None) -> TeacherAdapter:
-    """The adapter for ``teacher``'s kind (detkd YOLO, detkd SSD, ultralytics YOLO)."""
-    from detkd.models.ssd import SSDDetector
+    """The adapter for ``teacher``: any detector with ``candidates()`` (see
+    :class:`~detkd.models.detector.Detector`) is projected onto the student's grid; a YOLOv2-family
+    teacher with the student's very output space maps directly (:class:`YoloTeacher`)."""
     from detkd.models.yolo import YoloDetector
 
     space = StudentSpace.of(student)
     if isinstance(teacher, YoloDetector):
         return YoloTeacher(teacher, space, imgsz, class_map)
-    if isinstance(teacher, SSDDetector):
-        return SSDTeacher(teacher, space, imgsz, class_map)
-    if type(teacher).__name__ == "UltralyticsDetector":  # no ultralytics import outside its adapter
-        return UltralyticsTeacher(teacher, space, imgsz, class_map)
-    raise TeacherError(f"no teacher adapter for {type(teacher).__name__} (YOLOv2-family, SSD or ultralytics YOLO)")
-
+    if not callable(getattr(teacher, "candidates", None)):
+        raise TeacherError(f"{type(teacher).__name__} has no candidates(): a teacher must follow detkd's Detector protocol")
+    return TeacherAdapter(teacher, space, imgsz, class_map)

@@ -7,6 +7,8 @@ are separate methods.
 Input convention: ``images`` is ``float32 Tensor[B, 3, H, W]`` RGB scaled to ``[0, 1]`` (the data
 preprocessor divides the dataset's uint8 by 255); any mean/std normalisation a backbone needs
 happens inside the model, so exported ONNX files take the same input.
+``candidates`` returns :class:`Candidates` (every slot, before thresholds and NMS: boxes xyxy in
+input pixels, objectness, class distribution), what a teacher exposes to distillation.
 Output convention of ``decode``: one dict per image with ``boxes`` Float[N, 4] xyxy in the pixels
 of the network input (the letterboxed image), ``scores`` Float[N], ``labels`` Int64[N] in
 ``0..K-1``. Callers map boxes back to the original image with the dataset's ``scale``.
@@ -14,15 +16,33 @@ of the network input (the letterboxed image), ``scores`` Float[N], ``labels`` In
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from detkd.options import DecodeConfig  # re-exported: the detector protocol decodes with it
 
-__all__ = ["Detections", "Detector", "DecodeConfig", "as_float32"]
+__all__ = ["Candidates", "Detections", "Detector", "DecodeConfig", "as_float32"]
 
 Detections = list[dict[str, torch.Tensor]]
+
+
+@dataclass
+class Candidates:
+    """Every prediction slot of a detector (anchor, default box or anchor point) before thresholds
+    and NMS: what a teacher knows, read by distillation's teacher adapter and the teacher cache.
+
+    Attributes:
+        boxes: Float[B, N, 4] xyxy in the detector's input pixels.
+        obj: Float[B, N] objectness probability ("something is here").
+        cls: Float[B, N, K] class distribution over the detector's classes (rows sum to 1; a row
+            whose class mass is below 1e-6, e.g. an SSD box sure of background, sums to less).
+    """
+
+    boxes: torch.Tensor
+    obj: torch.Tensor
+    cls: torch.Tensor
 
 
 @runtime_checkable
@@ -43,6 +63,10 @@ class Detector(Protocol):
 
     def decode(self, outputs: Any, cfg: DecodeConfig | None = None) -> Detections:
         """Scores, class and boxes per image (see module docstring), after per-class NMS."""
+        ...
+
+    def candidates(self, outputs: Any) -> Candidates:
+        """Every slot's box, objectness and class distribution, before thresholds and NMS."""
         ...
 
     def loss(self, outputs: Any, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou, clip_boxes_to_image
 
 from detkd.errors import CheckpointError
-from detkd.models.detector import DecodeConfig, Detections, as_float32
+from detkd.models.detector import Candidates, DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.ssd_vgg import SSDVGGBackbone, ssd_anchor_generator
 from detkd.models.torch_file import load_error_reason
@@ -177,6 +177,17 @@ class SSDDetector(nn.Module):
             boxes = clip_boxes_to_image(boxes, (self.imgsz, self.imgsz))
             results.append(select_detections(boxes, scores, cfg))
         return results
+
+    def candidates(self, outputs: SSDOutputs) -> Candidates:
+        """Every default box: decoded box, objectness ``1 - p(background)``, the foreground
+        probabilities renormalised as the class distribution."""
+        regression = outputs["bbox_regression"]
+        bsz, num = regression.shape[:2]
+        anchors = self._anchors_for(outputs)
+        boxes = self.box_coder.decode_single(regression.reshape(-1, 4), anchors.repeat(bsz, 1)).reshape(bsz, num, 4)
+        probs = F.softmax(outputs["cls_logits"], dim=-1)
+        foreground = probs[..., 1:]
+        return Candidates(boxes, 1.0 - probs[..., 0], foreground / foreground.sum(dim=-1, keepdim=True).clamp(min=1e-6))
 
     # ---- loss ----------------------------------------------------------------------------------
     def _match(self, target: Mapping[str, Any], anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,12 +26,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-from torchvision.ops import box_convert, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
 
 from detkd.errors import CheckpointError, ConfigError
-from detkd.models.detector import DecodeConfig, Detections
+from detkd.models.detector import Candidates, DecodeConfig, Detections
 from detkd.models.factory import register_model
 from detkd.models.torch_file import check_torch_file
+from detkd.ops.boxes import cxcywh_to_xyxy
 from detkd.ops.nms import select_detections
 
 __all__ = [
@@ -151,9 +152,17 @@ class UltralyticsDetector(nn.Module):
         outputs = torch.as_tensor(outputs)  # also accepts an ONNX runtime's numpy output
         results = []
         for pred in outputs:
-            boxes = clip_boxes_to_image(box_convert(pred[:4].T, "cxcywh", "xyxy"), (self.imgsz, self.imgsz))
+            boxes = clip_boxes_to_image(cxcywh_to_xyxy(pred[:4].T), (self.imgsz, self.imgsz))
             results.append(select_detections(boxes, pred[4:].T, cfg))
         return results
+
+    def candidates(self, outputs: torch.Tensor) -> Candidates:
+        """Every anchor point (anchor-free head, per-class sigmoid scores, no objectness): objectness =
+        the best class score, class distribution = the scores renormalised."""
+        pred = torch.as_tensor(outputs).transpose(1, 2)  # [B, N, 4 + K]
+        scores = pred[..., 4:]
+        return Candidates(cxcywh_to_xyxy(pred[..., :4]), scores.max(dim=-1).values,
+                          scores / scores.sum(dim=-1, keepdim=True).clamp(min=1e-6))
 
     def loss(self, outputs: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError(

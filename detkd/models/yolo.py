@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from detkd.models.backbones import DarknetBackbone, darknet19, scale_channels, tiny_darknet
 from detkd.models.box_coder import decode_grid
-from detkd.models.detector import DecodeConfig, Detections, as_float32
+from detkd.models.detector import Candidates, DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
 from detkd.models.yolo_loss import YoloLossWeights, yolo_loss
@@ -150,6 +150,14 @@ class YoloDetector(nn.Module):
     def decode(self, outputs: torch.Tensor, cfg: DecodeConfig | None = None) -> Detections:
         """See :func:`yolo_decode`."""
         return yolo_decode(outputs, self.anchors, self.stride, cfg)
+
+    def candidates(self, outputs: torch.Tensor) -> Candidates:
+        """Every (anchor, row, column) slot: boxes decoded on the grid, ``sigmoid(obj)``, ``softmax(classes)``;
+        N = A * H * W in the raw outputs' order."""
+        bsz, num_k = outputs.shape[0], outputs.shape[-1] - 5
+        boxes = decode_grid(outputs, self.anchors.to(outputs), self.stride).reshape(bsz, -1, 4)
+        obj = torch.sigmoid(outputs[..., 4]).reshape(bsz, -1)
+        return Candidates(boxes, obj, torch.softmax(outputs[..., 5:], dim=-1).reshape(bsz, -1, num_k))
 
     def loss(self, outputs: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """``loss_obj``, ``loss_noobj``, ``loss_cls``, ``loss_box`` (see :func:`detkd.models.yolo_loss.yolo_loss`)."""
