@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,23 @@ def test_bn_folded_magnitudes_drive_penalty_and_threshold():
     expected = int((magnitude < threshold).sum())
     zero_below(model, [C43], threshold)
     assert int((conv.weight == 0).sum()) == expected
+
+
+def test_a_finished_stage_made_with_other_settings_is_refused_not_reused(tmp_path):
+    """Stale artefacts: plan.json made at ratio 0.5 is not silently reused for ratio 0.7."""
+    from detkd.config import load_config
+    from detkd.errors import RunStateError
+    from detkd.prune.pipeline import PrunePipeline
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "prune" / "ssd_cpu_synthetic.py",
+                      {"prune.method": "l1", "prune.ratio": 0.7})
+    work, ckpt = tmp_path / "w", tmp_path / "model.pth"
+    work.mkdir()
+    made = PrunePipeline.__new__(PrunePipeline)  # the settings a ratio-0.5 run recorded
+    made.opts = PruneOptions.from_dict({**dict(cfg.prune), "ratio": 0.5})
+    (work / "pipeline.json").write_text(json.dumps({"checkpoint": str(ckpt.resolve()), "method": "l1",
+                                                    "stages": {"plan": made._stage_settings("plan")}}))
+    (work / "plan.json").write_text("{}")
+    pipeline = PrunePipeline(cfg, ckpt, work)
+    with pytest.raises(RunStateError, match=r"plan.json was made with other settings \(prune.ratio 0.5 -> 0.7\)"):
+        pipeline.run()

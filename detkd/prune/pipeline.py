@@ -19,8 +19,9 @@ report      original vs pruned vs retrained: params, FLOPs, ONNX  ``W/report.{js
             mAP50 and AP
 =========== ===================================================== ==============================
 
-``W/pipeline.json`` records the source checkpoint and method; a work dir made from another source
-is refused. Training stages continue an interrupted run only with ``resume=True`` (``--resume``),
+``W/pipeline.json`` records the source checkpoint and method, and for each finished stage the
+``prune`` settings its artefact depends on; a work dir made from another source is refused, and a
+finished stage whose settings changed is refused rather than reused (``--stage NAME`` redoes it). Training stages continue an interrupted run only with ``resume=True`` (``--resume``),
 otherwise a half-finished run is an error rather than silently restarted. Under ``torchrun ...
 --launcher pytorch`` every process joins the training stages (DDP); the other stages run on rank 0
 while the others wait.
@@ -43,9 +44,10 @@ from detkd.data.sources import read_split
 from detkd.engine.checkpoint import detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
-from detkd.engine.run_state import RunState
+from detkd.engine.run_state import RunState, describe_changes
 from detkd.errors import ConfigError, RunStateError
 from detkd.fileio import atomic_write_json, remove_temp_files
+from detkd.options import options_dict
 from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
@@ -171,17 +173,51 @@ class PrunePipeline:
         if distributed:
             torch.distributed.barrier()
         for stage in self.opts.stages:
-            if stage not in wanted or (stages is None and self.path(artefact[stage]).is_file()):
+            if stage not in wanted:
                 continue
-            if not distributed or torch.distributed.get_rank() == 0:
+            if stages is None and self.path(artefact[stage]).is_file():
+                self._check_stage_settings(stage, artefact[stage])  # made with these settings, or refused
+                continue
+            main = not distributed or torch.distributed.get_rank() == 0
+            if main:
                 print(f"[prune] stage {stage}", flush=True)
             # Under torchrun every process trains; the other stages run once, on rank 0, the rest wait.
             trains = stage in ("sparsity", "retrain") or (stage == "plan" and self.opts.iterations > 1 and self.opts.method != "singh")
-            if not distributed or trains or torch.distributed.get_rank() == 0:
+            if not distributed or trains or main:
                 result = getattr(self, f"stage_{stage}")() or {}
+            if main:
+                self._record_stage_settings(stage)
             if distributed:
                 torch.distributed.barrier()
         return result
+
+    # the prune settings each stage's artefact depends on (its own and its inputs')
+    _DEPENDS = {"sparsity": ("layers", "sparsity"), "sweep": ("sweep", "eval_split"),
+                "plan": ("select", "ratio", "scope", "min_keep", "iterations", "finetune_epochs", "taylor_batches"),
+                "apply": (), "retrain": ("retrain_epochs", "retrain_lr"), "report": ("eval_split",)}
+
+    def _stage_settings(self, stage: str) -> dict[str, Any]:
+        stages = self.opts.stages
+        keys = [k for s in stages[: stages.index(stage) + 1] for k in self._DEPENDS[s]]
+        if self.opts.method != "singh":
+            keys = ["layers", *keys]
+        everything = options_dict(self.opts)
+        return {k: everything[k] for k in dict.fromkeys(keys)}
+
+    def _record_stage_settings(self, stage: str) -> None:
+        record = self.work_dir / "pipeline.json"
+        data = json.loads(record.read_text())
+        data.setdefault("stages", {})[stage] = self._stage_settings(stage)
+        atomic_write_json(record, data)
+
+    def _check_stage_settings(self, stage: str, artefact: str) -> None:
+        """A finished stage is reused only when it was made with today's settings."""
+        made = json.loads((self.work_dir / "pipeline.json").read_text()).get("stages", {}).get(stage)
+        if made is not None and made != self._stage_settings(stage):
+            changes = describe_changes({f"prune.{k}": v for k, v in made.items()},
+                                       {f"prune.{k}": v for k, v in self._stage_settings(stage).items()})
+            raise PipelineError(f"{self.path(artefact)} was made with other settings ({changes}); pass a new --work-dir "
+                                f"(or --stage {stage} to redo it here)")
 
     def _need(self, name: str, stage: str) -> Path:
         path = self.path(name)
