@@ -20,13 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from detkd.commands import demo  # tools/demo.py's code: the pipeline measured here
+from detkd.engine.benchmark import machine_info
+from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import demo  # noqa: E402  (tools/demo.py: the pipeline measured here)
-
-from detkd.engine.benchmark import machine_info  # noqa: E402
-from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 KEY = ("name", "dataset", "seed")

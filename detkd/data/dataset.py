@@ -14,7 +14,8 @@ image at all can be read.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,9 +25,16 @@ from detkd.data.images import ImageReadError, load_image
 from detkd.data.records import DatasetError, DatasetIndex, ImageRecord, sanitize_boxes
 from detkd.data.transforms import DetectionTransform, Transformed
 
-__all__ = ["DatasetWarning", "DetectionDataset", "Target"]
+__all__ = ["CachedCandidates", "DatasetWarning", "DetectionDataset", "Target"]
 
 Target = dict[str, Any]
+
+
+class CachedCandidates(Protocol):
+    """A teacher's cached candidates per image (:class:`detkd.distill.cache.TeacherCache`):
+    ``{"boxes": Float[M, 4] xyxy file pixels, "obj": Float[M], "cls": Float[M, K]}`` or None."""
+
+    def lookup(self, path: Path) -> dict[str, np.ndarray] | None: ...
 
 
 class DatasetWarning(UserWarning):
@@ -41,10 +49,12 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         transform: letterbox/augmentation; None returns images at their file size.
     """
 
-    def __init__(self, index: DatasetIndex, transform: DetectionTransform | None = None, seed: int = 0) -> None:
+    def __init__(self, index: DatasetIndex, transform: DetectionTransform | None = None, seed: int = 0,
+                 teacher_cache: CachedCandidates | None = None) -> None:
         index.require_usable()
         self.index = index
         self.transform = transform
+        self.teacher_cache = teacher_cache
         self.seed = seed
         self.skipped: list[str] = []  # files skipped in this process, in order
         self._bad: set[int] = set()
@@ -117,8 +127,10 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
             record = ImageRecord(record.image_id, record.path, width, height, boxes,
                                  record.labels[keep], record.difficult[keep], record.ann_file, record.labeled)
             warnings.warn(f"{record.path}: image size changed since indexing; boxes re-checked", DatasetWarning, stacklevel=3)
+        cached = self.teacher_cache.lookup(record.path) if self.teacher_cache is not None else None
         if self.transform is not None:
-            out = self.transform(image, record.boxes, record.labels, record.difficult)
+            out = self.transform(image, record.boxes, record.labels, record.difficult,
+                                 None if cached is None else cached["boxes"])
         else:
             out = Transformed(image, record.boxes, record.labels, record.difficult, (1.0, 1.0))
         target: Target = {
@@ -130,4 +142,9 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
             "scale": out.scale,
             "labeled": record.labeled,
         }
+        if cached is not None and self.transform is not None:  # the teacher's candidates, moved like the boxes
+            keep = out.extra_keep
+            target["teacher_boxes"] = torch.from_numpy(out.extra_boxes).reshape(-1, 4)
+            target["teacher_obj"] = torch.from_numpy(cached["obj"][keep].astype(np.float32))
+            target["teacher_cls"] = torch.from_numpy(cached["cls"][keep].astype(np.float32))
         return torch.from_numpy(out.image).permute(2, 0, 1).contiguous(), target

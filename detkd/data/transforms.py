@@ -13,7 +13,7 @@ labels ``int64[N]``; difficult ``bool[N]``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import albumentations as A
 import cv2
@@ -35,6 +35,8 @@ class Transformed:
     labels: np.ndarray
     difficult: np.ndarray
     scale: tuple[float, float]
+    extra_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    extra_keep: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def letterbox(image: np.ndarray, boxes: np.ndarray, imgsz: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
@@ -75,19 +77,31 @@ class DetectionTransform:
         if self.augment is not None:
             self.augment.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray) -> Transformed:
-        image, boxes, scale = letterbox(image, boxes, self.imgsz)
-        boxes = np.clip(boxes, 0, self.imgsz)  # rounding may push an edge a hair outside
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray,
+                 extra_boxes: np.ndarray | None = None) -> Transformed:
+        """Letterbox (and augment) ``image`` with its boxes (xyxy file pixels). ``extra_boxes``
+        Float[M, 4] (a cached teacher's candidates) move exactly like the ground truth; the output's
+        ``extra_keep`` says which rows survived (in order) and ``extra_boxes`` holds them."""
+        num_gt = len(boxes)
+        extra = np.zeros((0, 4), np.float32) if extra_boxes is None else np.asarray(extra_boxes, np.float32).reshape(-1, 4)
+        image, all_boxes, scale = letterbox(image, np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4), extra]), self.imgsz)
+        all_boxes = np.clip(all_boxes, 0, self.imgsz)  # rounding may push an edge a hair outside
+        slots = np.concatenate([np.full(num_gt, -1), np.arange(len(extra))]).astype(np.int64)
+        labels = np.concatenate([np.asarray(labels, np.int64).reshape(-1), np.zeros(len(extra), np.int64)])
+        difficult = np.concatenate([np.asarray(difficult, bool).reshape(-1), np.zeros(len(extra), bool)])
         if self.augment is not None:
-            out = self.augment(image=image, bboxes=boxes, labels=np.asarray(labels), difficult=np.asarray(difficult))
-            image, boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-            labels, difficult = out["labels"], out["difficult"]
+            out = self.augment(image=image, bboxes=all_boxes, labels=labels, difficult=difficult, slots=slots)
+            image, all_boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            labels, difficult, slots = out["labels"], out["difficult"], np.asarray(out["slots"], np.int64)
+        gt = slots < 0
         return Transformed(
             image=np.ascontiguousarray(image),
-            boxes=boxes.astype(np.float32),
-            labels=np.asarray(labels, dtype=np.int64).reshape(-1),
-            difficult=np.asarray(difficult, dtype=bool).reshape(-1),
+            boxes=all_boxes[gt].astype(np.float32),
+            labels=np.asarray(labels, dtype=np.int64).reshape(-1)[gt],
+            difficult=np.asarray(difficult, dtype=bool).reshape(-1)[gt],
             scale=scale,
+            extra_boxes=all_boxes[~gt].astype(np.float32),
+            extra_keep=slots[~gt],
         )
 
 
@@ -108,7 +122,7 @@ def build_train_transform(imgsz: int, cfg: AugmentConfig | None = None, seed: in
         ],
         bbox_params=A.BboxParams(
             format="pascal_voc",
-            label_fields=["labels", "difficult"],
+            label_fields=["labels", "difficult", "slots"],  # slots: -1 ground truth, k extra box k
             min_visibility=cfg.min_visibility,
             min_width=cfg.min_size,
             min_height=cfg.min_size,

@@ -33,6 +33,7 @@ import torch.nn as nn
 from detkd.distill.taps import FeatureTaps, probe_channels
 from detkd.distill.teachers import TeacherAdapter
 from detkd.engine.model import DetectorModel
+from detkd.errors import ConfigError
 from detkd.losses.hint import HintRegressor, hint_loss
 from detkd.losses.kd import hinton_kd, logit_l2, noisy_teacher
 from detkd.losses.objectness_kd import objectness_scaled_kd
@@ -110,13 +111,18 @@ class DistillModel(DetectorModel):
         hints: FitNets pairs; regressors are sized by one probing forward of each network.
         decode_cfg: the student's decode thresholds for validation.
         stage: ``"distill"`` or ``"hint"`` (FitNets stage 1).
+        cached: read the teacher's candidates from each target (``teacher.cache``), not online.
     """
 
     def __init__(self, student: nn.Module, teacher: TeacherAdapter, cfg: DistillConfig | None = None,
-                 hints: Sequence[HintTap] = (), decode_cfg: DecodeConfig | None = None, stage: str = "distill") -> None:
+                 hints: Sequence[HintTap] = (), decode_cfg: DecodeConfig | None = None, stage: str = "distill",
+                 cached: bool = False) -> None:
         super().__init__(student, decode_cfg)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: see the module docstring
         self.cfg = cfg or DistillConfig()
+        if cached and hints:
+            raise ConfigError("teacher.cache=True with hints: FitNets hints need the teacher's features, run online")
+        self.cached = cached
         if stage not in ("distill", "hint"):
             raise ValueError(f"stage must be 'distill' or 'hint', not {stage!r}")
         if stage == "hint" and not hints:
@@ -133,11 +139,14 @@ class DistillModel(DetectorModel):
             self._student_taps = FeatureTaps(student, [h.student for h in self.hints])
             self._teacher_taps = FeatureTaps(teacher.teacher, [h.teacher for h in self.hints])
 
-    def _teacher_map(self, images: torch.Tensor) -> TeacherMap:
-        param = next(self.teacher.teacher.parameters(), None)
-        if param is not None and param.device != images.device:
-            self.teacher.to(images.device)
-        tmap = self.teacher(images)
+    def _teacher_map(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> TeacherMap:
+        if self.cached:  # candidates computed once before training, moved by each sample's augmentation
+            tmap = self.teacher.from_cache(targets)
+        else:
+            param = next(self.teacher.teacher.parameters(), None)
+            if param is not None and param.device != images.device:
+                self.teacher.to(images.device)
+            tmap = self.teacher(images)
         if self.cfg.noise_sigma > 0:
             logits = tmap.logits()
             noisy = noisy_teacher(logits, self.cfg.noise_sigma)
@@ -167,7 +176,7 @@ class DistillModel(DetectorModel):
     def distill_loss(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Every named term for one batch (``images`` Float[B, 3, S, S] in [0, 1])."""
         raw = self.detector(images)
-        tmap = self._teacher_map(images)
+        tmap = self._teacher_map(images, targets)
         if self.stage == "hint":
             return self._hint_terms(lambda h: 1.0)
         terms: dict[str, torch.Tensor] = {}

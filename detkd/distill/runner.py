@@ -32,6 +32,7 @@ from detkd.data.dataset import DetectionDataset
 from detkd.data.mixed import MixedDataset, as_unlabeled
 from detkd.data.records import DatasetIndex
 from detkd.data.transforms import build_train_transform
+from detkd.distill.cache import TeacherCache
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import build_teacher_adapter
 from detkd.config import run_options
@@ -123,22 +124,25 @@ def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False
     distill_cfg = DistillConfig.from_options(opts.distill)
     taps = _hint_taps(opts)
     imgsz, decode = opts.imgsz, opts.decode
-
-    def make_model(student: nn.Module) -> DistillModel:
-        teacher = load_teacher(teacher_cfg, list(student.class_names), imgsz)
-        adapter = build_teacher_adapter(teacher, student, opts.teacher.imgsz, opts.teacher.class_map)
-        return DistillModel(student, adapter, distill_cfg, taps, decode, stage=stage)
-
     ratio = opts.unlabeled.ratio
     pool = read_unlabeled(dict(cfg.data), opts.unlabeled) if ratio > 0 else None
     if ratio > 0 and pool is None:
         raise ConfigError(f"config key unlabeled.ratio = {ratio}: needs unlabeled.folder or unlabeled.split")
+    cached = opts.teacher.cache and stage == "distill"
+    preloaded, cache = _cached_teacher(cfg, opts, teacher_cfg, pool) if cached else (None, None)
+
+    def make_model(student: nn.Module) -> DistillModel:
+        teacher = preloaded if preloaded is not None else load_teacher(teacher_cfg, list(student.class_names), imgsz)
+        adapter = build_teacher_adapter(teacher, student, opts.teacher.imgsz, opts.teacher.class_map)
+        return DistillModel(student, adapter, distill_cfg, taps, decode, stage=stage, cached=cached)
 
     def make_train_set(labeled: DetectionDataset) -> Any:
+        labeled.teacher_cache = cache
         if pool is None:
             return labeled
         seed = opts.train.seed
-        extra = DetectionDataset(pool, build_train_transform(imgsz, opts.train.augment, seed=seed + 1), seed=seed + 1)
+        extra = DetectionDataset(pool, build_train_transform(imgsz, opts.train.augment, seed=seed + 1), seed=seed + 1,
+                                 teacher_cache=cache)
         return MixedDataset(labeled, extra, ratio, seed=seed)
 
     cfg = copy.deepcopy(cfg)
@@ -146,6 +150,20 @@ def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False
         cfg.find_unused_parameters = True  # regressors idle in stage 2 when their weight is 0
     return build_runner(cfg, work_dir, resume, launcher, make_model=make_model, make_train_set=make_train_set,
                         load_from=load_from, stage=name)
+
+
+def _cached_teacher(cfg: Config, opts: RunOptions, teacher_cfg: dict[str, Any], pool: DatasetIndex | None) -> tuple[nn.Module, TeacherCache]:
+    """The teacher, loaded once, and its candidates on every training image (labeled and unlabeled),
+    from the cache or computed now (:mod:`detkd.distill.cache`)."""
+    from detkd.data.sources import read_split
+
+    train = read_split(dict(cfg.data), "train")
+    teacher = load_teacher(teacher_cfg, list(train.class_names), opts.imgsz)
+    records = [*train.records, *(pool.records if pool is not None else [])]
+    cache = TeacherCache.load_or_build(teacher, str(teacher_cfg["checkpoint"]), records, opts.teacher.cache_top_n,
+                                       opts.teacher.cache_dir)
+    print(f"[teacher cache] {len(cache.index)} images, top {opts.teacher.cache_top_n} candidates each: {cache.path}", flush=True)
+    return teacher, cache
 
 
 class DistillStage:

@@ -260,6 +260,23 @@ class TeacherAdapter(nn.Module):
         outputs = self.teacher(self.teacher_input(images))
         return project_candidates(self.candidates(outputs), self.space)
 
+    def from_cache(self, targets: Sequence[Mapping[str, Any]]) -> TeacherMap:
+        """The :class:`TeacherMap` of a batch from its cached candidates (``teacher_boxes`` Float[M, 4] in
+        student input pixels, already moved by the sample's augmentation; ``teacher_obj`` Float[M];
+        ``teacher_cls`` Float[M, K_teacher]), projected exactly like online candidates."""
+        num_k = len(self.teacher.class_names)
+        rows = max([int(t["teacher_obj"].numel()) for t in targets if "teacher_obj" in t] + [1])
+        device = next((t["teacher_obj"].device for t in targets if "teacher_obj" in t), torch.device("cpu"))
+        boxes = torch.zeros(len(targets), rows, 4, device=device)  # padding: zero-size boxes, never placed
+        obj = torch.zeros(len(targets), rows, device=device)
+        probs = torch.zeros(len(targets), rows, num_k, device=device)
+        for i, t in enumerate(targets):
+            if "teacher_obj" in t:
+                n = int(t["teacher_obj"].numel())
+                boxes[i, :n], obj[i, :n], probs[i, :n] = t["teacher_boxes"], t["teacher_obj"], t["teacher_cls"]
+        cls, mass = map_classes(probs, self.mapping, len(self.space.class_names))
+        return project_candidates(Candidates(boxes, obj * mass, cls), self.space)
+
     def _to_student(self, boxes: torch.Tensor, probs: torch.Tensor, obj: torch.Tensor) -> Candidates:
         cls, mass = map_classes(probs, self.mapping, len(self.space.class_names))
         return Candidates(boxes * self.scale, obj * mass, cls)
