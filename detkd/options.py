@@ -141,7 +141,8 @@ class TeacherOptions:
     """``teacher``: ``checkpoint`` (a detkd .pth, an ultralytics .pt or model .yaml), ``trust`` (unpickle
     it: only for files you trust), ``imgsz`` (None: the student's), ``class_map`` (``{teacher: student}``
     names or ``"by_name"``), ``allow_untrained`` (accept a model .yaml without weights: smoke tests only),
-    ``cache`` (run the teacher once per training image and reuse its top ``cache_top_n`` candidates,
+    ``direct`` (a YOLO teacher in the student's very output space is read directly; False projects its
+    candidates like any other teacher's), ``cache`` (run the teacher once per training image and reuse its top ``cache_top_n`` candidates,
     moved by each sample's augmentation: :mod:`detkd.distill.cache`; ``cache_dir`` None: ``$DETKD_CACHE``)."""
 
     checkpoint: str | None = None
@@ -149,6 +150,7 @@ class TeacherOptions:
     imgsz: int | None = option(None, min=32)
     class_map: dict[str, str] | str | None = None
     allow_untrained: bool = False
+    direct: bool = True
     cache: bool = False
     cache_top_n: int = option(100, min=1)
     cache_dir: str | None = None

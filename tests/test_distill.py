@@ -290,3 +290,10 @@ def test_mixed_dataset_draws_unlabeled_images_per_epoch(fixture_index) -> None:
     assert np.array_equal(mixed._draw, draw0) and not np.array_equal(draw0, draw1)
     with pytest.raises(ValueError, match=">= 0"):
         MixedDataset(labeled, pool, ratio=-1)
+
+
+def test_a_same_space_teacher_can_be_projected_instead_of_read_directly() -> None:
+    student, teacher = _yolo(seed=0), _yolo("yolov2", seed=1)
+    assert build_teacher_adapter(teacher, student).direct
+    projected = build_teacher_adapter(teacher, student, direct=False)
+    assert not projected.direct and projected(_images()).valid is not None  # the candidates' route: valid slots marked

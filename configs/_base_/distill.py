@@ -2,7 +2,7 @@
 # The teacher checkpoint: a detkd .pth (tools/train.py output), an ultralytics .pt (needs trust=True:
 # it is a pickle) or .yaml; usually given on the command line with --teacher-ckpt. A model .yaml has
 # random weights: refused unless allow_untrained=True (smoke tests only).
-teacher = dict(checkpoint=None, trust=False, imgsz=None, class_map=None, allow_untrained=False,
+teacher = dict(checkpoint=None, trust=False, imgsz=None, class_map=None, allow_untrained=False, direct=True,
                cache=False, cache_top_n=100, cache_dir=None)  # cache: teacher candidates computed once (detkd/distill/cache.py)
 distill = dict(
     lambda_d=1.0,                # weight of the teacher terms (paper: 1)

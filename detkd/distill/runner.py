@@ -133,7 +133,8 @@ def build_distill_runner(cfg: Config, work_dir: str | Path, resume: bool = False
 
     def make_model(student: nn.Module) -> DistillModel:
         teacher = preloaded if preloaded is not None else load_teacher(teacher_cfg, list(student.class_names), imgsz)
-        adapter = build_teacher_adapter(teacher, student, opts.teacher.imgsz, opts.teacher.class_map)
+        adapter = build_teacher_adapter(teacher, student, opts.teacher.imgsz, opts.teacher.class_map,
+                                        direct=opts.teacher.direct and not cached)
         return DistillModel(student, adapter, distill_cfg, taps, decode, stage=stage, cached=cached)
 
     def make_train_set(labeled: DetectionDataset) -> Any:

@@ -286,11 +286,11 @@ class YoloTeacher(TeacherAdapter):
     """A detkd YOLOv2-family teacher; direct when its head matches the student's, projected otherwise."""
 
     def __init__(self, teacher: nn.Module, space: StudentSpace, imgsz: int | None = None,
-                 class_map: Mapping[str, str | None] | str | None = None) -> None:
+                 class_map: Mapping[str, str | None] | str | None = None, direct: bool = True) -> None:
         super().__init__(teacher, space, imgsz, class_map)
         same_anchors = teacher.anchors.shape == space.anchors.shape and torch.allclose(
             teacher.anchors.detach().cpu(), space.anchors, atol=1e-3)
-        self.direct = bool(same_anchors and int(teacher.stride) == space.stride and self.imgsz == space.imgsz
+        self.direct = bool(direct and same_anchors and int(teacher.stride) == space.stride and self.imgsz == space.imgsz
                            and self.mapping is None)
 
     @torch.no_grad()
@@ -308,15 +308,16 @@ class YoloTeacher(TeacherAdapter):
 
 
 def build_teacher_adapter(teacher: nn.Module, student: nn.Module, imgsz: int | None = None,
-                          class_map: Mapping[str, str | None] | str | None = None) -> TeacherAdapter:
+                          class_map: Mapping[str, str | None] | str | None = None, direct: bool = True) -> TeacherAdapter:
     """The adapter for ``teacher``: any detector with ``candidates()`` (see
     :class:`~detkd.models.detector.Detector`) is projected onto the student's grid; a YOLOv2-family
-    teacher with the student's very output space maps directly (:class:`YoloTeacher`)."""
+    teacher with the student's very output space maps directly (:class:`YoloTeacher`) unless ``direct``
+    is False (then it is projected like any other: the cached teacher's route, for comparisons)."""
     from detkd.models.yolo import YoloDetector
 
     space = StudentSpace.of(student)
     if isinstance(teacher, YoloDetector):
-        return YoloTeacher(teacher, space, imgsz, class_map)
+        return YoloTeacher(teacher, space, imgsz, class_map, direct)
     if not callable(getattr(teacher, "candidates", None)):
         raise TeacherError(f"{type(teacher).__name__} has no candidates(): a teacher must follow detkd's Detector protocol")
     return TeacherAdapter(teacher, space, imgsz, class_map)
