@@ -23,9 +23,17 @@ TEMP_SUFFIX = ".detkd-tmp"
 
 
 def new_file_mode() -> int:
-    """``0o666`` minus the process's umask: the mode ``open(path, "w")`` would give a new file."""
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
+    """``0o666`` minus the process's umask: the mode ``open(path, "w")`` would give a new file.
+
+    Linux reports the umask in ``/proc/self/status``; elsewhere it can only be read by setting it and
+    putting it back, which another thread creating a file at that moment (a log writer) could see.
+    """
+    try:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("Umask:"))
+        mask = int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

@@ -18,12 +18,16 @@ from detkd.data.images import is_image_file
 from detkd.data.labelimg import has_labelimg_pairs
 from detkd.data.records import DatasetError
 
-__all__ = ["DEFAULT_HOLDOUT", "Layout", "SPLIT_NAMES", "discover"]
+__all__ = ["DEFAULT_HOLDOUT", "Layout", "SPLIT_NAMES", "UnlabeledFolderError", "discover"]
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
                "default": "train", "trainval": "train"}
 DEFAULT_HOLDOUT = 0.1  # fraction of the training split held out for validation when a dataset has no val split
 ROBOFLOW_COCO = "_annotations.coco.json"
+
+
+class UnlabeledFolderError(DatasetError):
+    """A folder of images without any annotation file: not a training dataset (it can be unlabeled data)."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ def discover(path: str | Path) -> Layout:
         raise DatasetError(f"{path}: holds annotation files ({shown}{' ...' if len(annotations) > 3 else ''}) in no layout "
                            "detkd reads (VOC root, COCO JSON or export folder, data.yaml, XML beside images)")
     if any(is_image_file(p) for p in path.rglob("*")):
-        raise DatasetError(f"{path}: images without annotations; training needs a labeled dataset "
+        raise UnlabeledFolderError(f"{path}: images without annotations; training needs a labeled dataset "
                            "(an image folder can be unlabeled.folder for distillation)")
     raise DatasetError(f"{path}: no images and no annotations found")
 

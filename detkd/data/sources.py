@@ -37,14 +37,12 @@ def detect_format(path: str | Path) -> str:
         if path.suffix.lower() in {".yaml", ".yml"}:
             return "yolo"
         raise DatasetError(f"{path}: cannot tell the format of this file (expected .json or .yaml)")
-    from detkd.data.layouts import discover
+    from detkd.data.layouts import UnlabeledFolderError, discover
 
     try:
         return discover(path).format
-    except DatasetError as exc:
-        if "images without annotations" in str(exc):
-            return "folder"
-        raise
+    except UnlabeledFolderError:
+        return "folder"
 
 
 def guess_coco_image_dir(ann_file: Path) -> Path:
