@@ -15,14 +15,13 @@ Run it on a quiet machine: the latencies are measured too.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from detkd.commands import demo  # tools/demo.py's code: the pipeline measured here
 from detkd.engine.benchmark import machine_info
-from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,11 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _spread(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
 def summary(rows: list[dict[str, Any]]) -> str:
     """Per model: mean ± standard deviation over seeds; then the distillation gain of every seed."""
     seeds = sorted({int(r["seed"]) for r in rows})
@@ -52,8 +46,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for name in demo.MODELS:
         mine = [r for r in rows if r["name"] == name]
         if mine:
-            lines.append(f"| {name} | {len(mine)} | {_spread([r['mAP50'] for r in mine])} | {_spread([r['AP'] for r in mine])} | "
-                         f"{_spread([r['onnx_latency_ms'] for r in mine])} | {_spread([r['speedup'] for r in mine])} |")
+            lines.append(f"| {name} | {len(mine)} | {mean_sd([r['mAP50'] for r in mine])} | {mean_sd([r['AP'] for r in mine])} | "
+                         f"{mean_sd([r['onnx_latency_ms'] for r in mine])} | {mean_sd([r['speedup'] for r in mine])} |")
     gains = []
     for seed in seeds:
         by_name = {r["name"]: r for r in rows if int(r["seed"]) == seed}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
 
-    python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 20]
-        [--teacher-ckpt CKPT] [--threads 2] [--only METHOD ...]
+    python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 40]
+        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--threads 2] [--only METHOD ...]
     python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
 
 Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule and epochs:
@@ -17,9 +17,17 @@ images with their labels dropped (72 images, ratio 0.35 = all of them each epoch
 on val. On the built-in dataset the teacher is the YOLOv2-style model (configs/train/yolov2_synthetic.py)
 and the unlabeled images are its unlabeled split (ratio 0.5); evaluated on val.
 
-Without --teacher-ckpt the teacher is trained first (tools/train.py, --epochs). Resumable: every
-training resumes from its last checkpoint and rows already in the results file are skipped.
-Latency (ONNX Runtime, batch 1, median of 30) is measured for all rows in one phase at the end.
+Every student row is trained once per ``--seeds`` value (``train.seed``; data order, augmentation and
+initialisation change, the teacher does not: one teacher, trained with seed 0, serves every seed).
+Distillation rows read the teacher cache (``teacher.cache=True``: the teacher runs once over the
+training images, built by the first row and reused by the others) unless ``--online``; ``kd_hints``'s
+FitNets stage always runs the online teacher (it needs its features). Each row records ``seed``,
+``epochs``, ``teacher_cache`` and ``train_step_ms`` (median training step, batch 16, data loading
+included, after epoch 1). Without --teacher-ckpt the teacher is trained first (tools/train.py,
+--teacher-epochs). Resumable: every training resumes from its last checkpoint, and rows already in the
+results file (same method, seed, epochs and teacher route) are skipped; each is written as it finishes.
+The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
+over seeds, and the targets computed from those means; the plot shows the means with error bars.
 Outputs: benchmarks/results/distill_ablation.{json,md,png}; work files in benchmarks/work/distill_ablation/.
 """
 
@@ -30,14 +38,15 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
-from detkd.engine.benchmark import evaluate_and_time, machine_info
+from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
-from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, seed_summary, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -58,16 +67,21 @@ OPTIONS = {  # cfg-options per distillation row
     "kd_full_unlabeled": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],  # + dataset's unlabeled
     "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
 }
-COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms", "speedup", "teacher_model"]
+COLUMNS = ["method", "seed", "epochs", "teacher_cache", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
+           "speedup", "train_step_ms", "teacher_model"]
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache")  # one row per training run
+STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=list(DATASETS), default="bccd")
     parser.add_argument("--data", help="dataset root (default: BCCD's shared copy; the built-in one is generated)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of every student row (and of a teacher trained here)")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs of every student row (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the student rows (default: 0 1 2)")
+    parser.add_argument("--online", action="store_true", help="distill from the online teacher instead of the teacher cache")
     parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
-    parser.add_argument("--teacher-epochs", type=int, help="epochs of a teacher trained here (default: --epochs)")
+    parser.add_argument("--teacher-epochs", type=int, default=30, help="epochs of a teacher trained here (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
     parser.add_argument("--teacher-width", type=float, help="width of a teacher trained here (default: the config's)")
@@ -83,12 +97,12 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
-def common_options(args: argparse.Namespace, method: str) -> list[str]:
+def common_options(args: argparse.Namespace, method: str, seed: int) -> list[str]:
     data = args.data or DATASETS[args.dataset]["data"]
     teacher = method == "teacher"
-    epochs = (args.teacher_epochs or args.epochs) if teacher else args.epochs
+    epochs = args.teacher_epochs if teacher else args.epochs
     width = args.teacher_width if teacher else args.width
-    options = [f"train.epochs={epochs}"]
+    options = [f"train.epochs={epochs}", f"train.seed={seed}"]
     if args.imgsz:
         options.append(f"imgsz={args.imgsz}")
     if width:
@@ -97,14 +111,28 @@ def common_options(args: argparse.Namespace, method: str) -> list[str]:
         options.append(f"data.root={data}")
     else:  # the built-in dataset, generated once for all rows
         options.append(f"data.root={WORK / args.dataset / 'data'}")
+    if method in STUDENT_KD and not args.online:
+        options.append("teacher.cache=True")
     return options
 
 
-def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Path:
+def cached(method: str, args: argparse.Namespace) -> bool | None:
+    """The row's teacher route: True (teacher cache), False (online), None (no teacher)."""
+    return (not args.online) if method in STUDENT_KD else None
+
+
+def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
+    if method == "teacher":
+        return WORK / args.dataset / "teacher"
+    route = "_online" if cached(method, args) is False else ""
+    return WORK / args.dataset / f"epochs_{args.epochs}" / f"seed_{seed}" / f"{method}{route}"
+
+
+def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Namespace) -> Path:
     """Train (or resume) one row's model; returns its best checkpoint."""
     spec = DATASETS[args.dataset]
-    work = WORK / args.dataset / method
-    opts = common_options(args, method)
+    work = work_dir(method, seed, args)
+    opts = common_options(args, method, seed)
     if method in ("labels_only", "teacher"):
         config = spec["student"] if method == "labels_only" else spec["teacher"]
         cmd = [sys.executable, "tools/train.py", f"configs/train/{config}.py", "--work-dir", str(work), "--cfg-options", *opts]
@@ -118,17 +146,17 @@ def train_row(method: str, teacher: Path | None, args: argparse.Namespace) -> Pa
     return best_checkpoint(work)
 
 
-def train_peer(method: str, args: argparse.Namespace) -> tuple[Path, Path]:
+def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:
     """Peer rows: ultralytics' own trainer, YOLOv8n from its yaml, with ``distill_model`` = a YOLOv8s
-    trained the same way for ``ultralytics_kd`` (ultralytics' default ``dis`` weight). Returns
-    (checkpoint, teacher checkpoint)."""
+    trained the same way (seed 0) for ``ultralytics_kd`` (ultralytics' default ``dis`` weight); the student
+    with ultralytics' ``seed``. Returns (checkpoint, teacher checkpoint)."""
     from detkd.data.voc import read_voc
     from detkd.data.writers import write_yolo
     from detkd.models.ultralytics_adapter import train_ultralytics
 
     if args.dataset != "bccd":
         raise SystemExit("peer rows are set up for --dataset bccd")
-    work = WORK / args.dataset / "ultralytics"
+    work = WORK / args.dataset / "ultralytics" / f"epochs_{args.epochs}"
     data_yaml = work / "yolo_data" / "data.yaml"
     if not data_yaml.is_file():
         root = args.data or DATASETS["bccd"]["data"]
@@ -136,9 +164,11 @@ def train_peer(method: str, args: argparse.Namespace) -> tuple[Path, Path]:
             write_yolo(read_voc(root, split, ["Platelets", "RBC", "WBC"]), data_yaml.parent, split)
     common = dict(data_yaml=data_yaml, epochs=args.epochs, imgsz=320, batch=16, project=work, workers=2)
     teacher = train_ultralytics("yolov8s.yaml", name="yolov8s_teacher", **common)
+    suffix = f"_seed{seed}"
     if method == "ultralytics_labels_only":
-        return train_ultralytics("yolov8n.yaml", name="yolov8n_labels_only", **common), teacher
-    return train_ultralytics("yolov8n.yaml", name="yolov8n_kd", distill_model=str(teacher), **common), teacher
+        return train_ultralytics("yolov8n.yaml", name=f"yolov8n_labels_only{suffix}", seed=seed, **common), teacher
+    return (train_ultralytics("yolov8n.yaml", name=f"yolov8n_kd{suffix}", distill_model=str(teacher), seed=seed, **common),
+            teacher)
 
 
 def _checkpoint_epochs(path: Path) -> int | None:
@@ -155,6 +185,9 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
 
     for row in [r for r in results.rows if r["dataset"] == args.dataset]:
         ckpt = REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
+        if not ckpt.is_file():
+            print(f"{row['name']}: skipped, its checkpoint {ckpt} is not on this machine", flush=True)
+            continue
         if row["method"] in PEERS:
             from detkd.models.ultralytics_adapter import load_ultralytics
 
@@ -167,7 +200,7 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=1)
         onnx_path = WORK / "onnx" / f"{row['name']}.onnx"
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
-        results.add(row, key=("method", "dataset"))
+        results.add(row, key=KEY)
         print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms", flush=True)
 
 
@@ -177,68 +210,128 @@ def main() -> int:
     results = ResultsFile(RESULTS / "distill_ablation.json", machine_info(args.threads), command.strip())
     if args.retime:
         retime(results, args)
-        write_report(results, args)
+        write_report(results)
         return 0
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
-    todo = [m for m in wanted if not results.has(method=m, dataset=args.dataset)]
-    if teacher is None and [m for m in todo if m in METHODS and m != "labels_only"]:
-        teacher = train_row("teacher", None, args)
-    checkpoints, teachers = {}, {}
-    for m in todo:  # phase 1: train
-        if m in PEERS:
-            checkpoints[m], teachers[m] = train_peer(m, args)
-        else:
-            checkpoints[m], teachers[m] = (teacher if m == "teacher" else train_row(m, teacher, args)), teacher
+
+    def done(method: str, seed: int) -> bool:
+        if method == "teacher":
+            return results.has(method=method, dataset=args.dataset)
+        return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
+                           teacher_cache=cached(method, args))
+
+    todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
+    if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
+        teacher = train_row("teacher", 0, None, args)
     spec = DATASETS[args.dataset]
     cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
                       {"data.root": args.data or spec["data"] or str(WORK / args.dataset / "data")})
     val = read_split(dict(cfg.data), "val")
-    for method, ckpt in checkpoints.items():  # phase 2: measure, same machine state for every row
-        assert ckpt is not None
-        name = f"{args.dataset}_{method}"
+    for method, seed in todo:  # seed-major: every seed's rows finish before the next seed starts
         if method in PEERS:
+            ckpt, row_teacher = train_peer(method, seed, args)
             from detkd.models.ultralytics_adapter import load_ultralytics
 
             detector = load_ultralytics(str(ckpt), class_names=val.class_names, imgsz=int(cfg.imgsz), trust=True)  # our own file
+            step = None
         else:
+            ckpt = teacher if method == "teacher" else train_row(method, seed, teacher, args)
+            row_teacher = teacher
+            assert ckpt is not None
             detector = load_detector(ckpt)
+            step = train_step_ms(ckpt.parent)
+        name = f"{args.dataset}_{method}" + (f"_s{seed}" if method != "teacher" else "")
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
-        row_teacher = teachers[method]
         epochs = args.epochs
-        if method == "teacher":  # a given teacher: the epochs its checkpoint records
-            epochs = _checkpoint_epochs(ckpt) if args.teacher_ckpt else args.teacher_epochs or args.epochs
-        row.update(method=method, epochs=epochs, command=command.strip(),
+        if method == "teacher":  # the epochs its checkpoint records
+            epochs = _checkpoint_epochs(ckpt) or args.teacher_epochs
+        row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
+                   teacher_cache=cached(method, args), train_step_ms=step, command=command.strip(),
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                    teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
                    (str(row_teacher) if row_teacher else None), split="val",
-                   teacher_model="yolov8s" if method in PEERS else DATASETS[args.dataset]["teacher"].rsplit("_", 1)[0])
-        results.add(row, key=("method", "dataset"))
+                   teacher_model="yolov8s" if method in PEERS else (None if method == "labels_only" else
+                                                                    DATASETS[args.dataset]["teacher"].rsplit("_", 1)[0]))
+        results.add(row, key=KEY)
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
-    write_report(results, args)
+        write_report(results)
+    write_report(results)
     return 0
 
 
-def write_report(results: ResultsFile, args: argparse.Namespace) -> None:
+def group_name(row: dict[str, Any]) -> str:
+    """Runs that differ only in their seed share a group: method, epochs, teacher route."""
+    route = {True: ", cached", False: ", online", None: ""}[row.get("teacher_cache")]
+    return f"{row['method']} ({row['epochs']} ep{route})"
+
+
+def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, computed from the means over seeds, one line per student schedule."""
+    by_group = {s["group"]: s for s in summaries}
+    teacher = next((s for s in summaries if s["method"] == "teacher"), None)
+    lines = []
+    for epochs in sorted({r["epochs"] for r in rows if r["method"] == "labels_only"}):
+        base = by_group.get(group_name({"method": "labels_only", "epochs": epochs}))
+        kd = [s for s in summaries if s["method"] in STUDENT_KD and s["epochs"] == epochs]
+        if not base or not kd:
+            continue
+        full = [s for s in kd if s["method"] == "kd_full_unlabeled"] or kd
+        for label, pick in (("full distillation", max(full, key=lambda s: s["n"])), ("best distilled row", max(kd, key=lambda s: s["mAP50"]))):
+            line = (f"- **{epochs} epochs**, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
+                    f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
+                    f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
+            if teacher:
+                line += (f"; keeps **{100 * pick['mAP50'] / teacher['mAP50']:.0f} %** of the teacher's mAP50 at "
+                         f"**{teacher['onnx_latency_ms'] / pick['onnx_latency_ms']:.1f}x** lower ONNX latency (target 95 % at 5x)")
+            if base.get("train_step_ms") and pick.get("train_step_ms"):
+                line += f"; its training step costs {pick['train_step_ms'] / base['train_step_ms']:.2f}x a labels-only step"
+            lines.append(line + ".")
+    peers = {s["method"]: s for s in summaries if s["method"] in PEERS}
+    if len(peers) == 2:
+        lo, kd = peers["ultralytics_labels_only"], peers["ultralytics_kd"]
+        lines.append(f"- **ultralytics** ({lo['epochs']} epochs, n={lo['n']}/{kd['n']}): its KD gain "
+                     f"{100 * (kd['mAP50'] - lo['mAP50']):+.1f} mAP50, {100 * (kd['AP'] - lo['AP']):+.1f} AP.")
+    return lines
+
+
+def write_report(results: ResultsFile) -> None:
     parts = []
-    rows_all = []
+    plotted = []
+    m = results.data["machine"]
     for dataset in DATASETS:
-        rows = [r for m in METHODS + PEERS for r in results.rows if r["method"] == m and r["dataset"] == dataset]
+        rows = [r for m_ in METHODS + PEERS for r in results.rows if r["method"] == m_ and r["dataset"] == dataset]
         if not rows:
             continue
+        rows.sort(key=lambda r: (r["method"] == "teacher", r["epochs"], (METHODS + PEERS).index(r["method"]),
+                                 str(r.get("teacher_cache")), r["seed"]))
         teacher = next((r for r in rows if r["method"] == "teacher"), None)
         for r in rows:
             r["speedup"] = teacher["onnx_latency_ms"] / r["onnx_latency_ms"] if teacher else None
-            if r["method"] == "labels_only":  # trained without a teacher
-                r["teacher_model"] = None
-        rows_all += rows
-        m = results.data["machine"]
-        parts.append(f"**{dataset}** (val split; every student row is the same F-YOLO, epochs and input size per row in the table). Latency: ONNX Runtime, "
-                     f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
-                     f"onnxruntime {m['onnxruntime']}.\n\n" + markdown_table(rows, COLUMNS))
+            r["group"] = group_name(r)
+        summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
+        for s in summaries:
+            first = next(r for r in rows if r["group"] == s["group"])
+            s.update(method=first["method"], epochs=first["epochs"], dataset=dataset, name=s["group"],
+                     teacher_model=first.get("teacher_model"))
+        table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms |", "|---|---|---|---|---|---|---|"]
+        for s in summaries:
+            members = [r for r in rows if r["group"] == s["group"]]
+            steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
+            speedup = f"{teacher['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if teacher else "-"
+            table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "
+                         f"{mean_sd([r['AP'] for r in members])} | {s['onnx_latency_ms']:.1f} | {speedup} | "
+                         f"{mean_sd(steps, 0) if steps else '-'} |")
+        plotted += summaries
+        parts.append(
+            f"**{dataset}** (val split; every student row is the same F-YOLO; mean ± sample standard deviation over "
+            f"the seeds; ONNX Runtime latency batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch "
+            f"{m['torch']}, onnxruntime {m['onnxruntime']}; step: median training step, batch 16, data loading included)."
+            "\n\n" + "\n".join(table) + "\n\n" + "\n".join(targets(rows, summaries)) + "\n\nEvery run:\n\n"
+            + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
-    plot_map_vs_fps([dict(r, name=r["method"]) for r in rows_all], RESULTS / "distill_ablation.png",
-                    "Distillation ablation: mAP50 vs ONNX Runtime FPS")
+    plot_map_vs_fps(plotted, RESULTS / "distill_ablation.png",
+                    "Distillation ablation: mAP50 (mean ± sd over seeds) vs ONNX Runtime FPS")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ from typing import Any
 from detkd.commands import demo
 from detkd.data.sources import read_split
 from detkd.distill.runner import run_distill
-from detkd.engine.benchmark import machine_info
+from detkd.engine.benchmark import machine_info, train_step_ms
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.evaluate import evaluate_model
-from detkd.engine.results import markdown_table, write_markdown
+from detkd.engine.results import markdown_table, mean_sd, write_markdown
 from detkd.engine.run_state import best_checkpoint
 from detkd.engine.runner import build_runner, is_finished
 from detkd.fileio import atomic_write_json
@@ -54,17 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def step_ms(work: Path) -> float:
-    """Median of mmengine's per-iteration ``time`` (seconds, data loading included) after epoch 1."""
-    times = []
-    for scalars in work.glob("2*/vis_data/scalars.json"):
-        for line in scalars.read_text().splitlines():
-            entry = json.loads(line)
-            if "time" in entry and entry.get("epoch", 1) > 1 and "loss" in entry:
-                times.append(float(entry["time"]))
-    return 1000.0 * statistics.median(times) if times else float("nan")
-
-
 def run_mode(mode: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     opts = argparse.Namespace(work_dir=str(args.work_dir), data_root=str(args.data_root), seed=seed, epochs=args.epochs,
                               teacher_epochs=20, imgsz=160, width=0.25, teacher_width=0.375, fp32=False)
@@ -84,7 +73,7 @@ def run_mode(mode: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - start
     metrics, _ = evaluate_model(load_detector(best_checkpoint(work)), read_split(dict(cfg.data), "test"), progress=False)
     return {"name": mode, "dataset": "built-in (test)", "seed": seed, "epochs": args.epochs, "mAP50": metrics["AP50"],
-            "AP": metrics["AP"], "train_step_ms": step_ms(work), "wall_s": wall}
+            "AP": metrics["AP"], "train_step_ms": train_step_ms(work), "wall_s": wall}
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -95,13 +84,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
         if not sel:
             continue
 
-        def spread(key: str) -> str:
-            values = [r[key] for r in sel]
-            return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-
         step = statistics.fmean(r["train_step_ms"] for r in sel)
         ratio = f"{step / statistics.fmean(base):.2f}x" if base else "-"
-        lines.append(f"| {mode} | {len(sel)} | {spread('mAP50')} | {spread('AP')} | {step:.0f} | {ratio} |")
+        lines.append(f"| {mode} | {len(sel)} | {mean_sd([r['mAP50'] for r in sel])} | {mean_sd([r['AP'] for r in sel])} | {step:.0f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from detkd.engine.results import ResultsFile, markdown_table, pareto_front, plot_map_vs_fps
+from detkd.engine.benchmark import train_step_ms
+from detkd.engine.results import ResultsFile, markdown_table, mean_sd, pareto_front, plot_map_vs_fps, seed_summary
 
 
 def _row(name: str, map50: float, latency: float) -> dict:
@@ -66,3 +67,39 @@ def test_plot_has_one_panel_per_dataset(tmp_path):
     one = Image.open(plot_map_vs_fps(rows[:3], tmp_path / "one.png", "t"))
     two = Image.open(plot_map_vs_fps(rows, tmp_path / "two.png", "t"))
     assert two.width > one.width * 1.6 and abs(two.height - one.height) < 0.2 * one.height
+
+
+def test_mean_sd_is_the_sample_standard_deviation():
+    assert mean_sd([0.5, 0.6, 0.7]) == "0.600 ± 0.100"  # sqrt(((-0.1)^2 + 0 + 0.1^2) / 2) = 0.1
+    assert mean_sd([0.5]) == "0.500" and mean_sd([]) == "-"
+    assert mean_sd([100.0, 110.0], digits=0) == "105 ± 7"  # sd = sqrt(50) = 7.07
+
+
+def test_seed_summary_groups_runs_in_first_seen_order():
+    rows = [{"m": "kd", "mAP50": 0.6, "t": None}, {"m": "lo", "mAP50": 0.5, "t": 10.0},
+            {"m": "kd", "mAP50": 0.7, "t": 20.0}, {"m": "kd", "mAP50": 0.8, "t": 30.0}]
+    kd, lo = seed_summary(rows, "m", ["mAP50", "t"])
+    assert kd["m"] == "kd" and kd["n"] == 3 and kd["mAP50"] == pytest.approx(0.7) and kd["mAP50_sd"] == pytest.approx(0.1)
+    assert kd["t"] == pytest.approx(25.0) and kd["t_sd"] == pytest.approx(50 ** 0.5)  # the None run is left out
+    assert lo["n"] == 1 and lo["mAP50_sd"] == 0.0 and lo["t"] == 10.0
+
+
+def test_plot_draws_error_bars_for_means(tmp_path):
+    from PIL import Image, ImageChops
+
+    rows = [_row("teacher", 0.8, 40.0), _row("student", 0.5, 8.0)]
+    plain = Image.open(plot_map_vs_fps(rows, tmp_path / "plain.png", "t")).convert("RGB")
+    rows[1]["mAP50_sd"] = 0.1
+    bars = Image.open(plot_map_vs_fps(rows, tmp_path / "bars.png", "t")).convert("RGB")
+    assert plain.size == bars.size and ImageChops.difference(plain, bars).getbbox() is not None
+
+
+def test_train_step_ms_is_the_median_after_the_first_epoch(tmp_path):
+    logs = tmp_path / "20261201_120000" / "vis_data"
+    logs.mkdir(parents=True)
+    entries = [{"epoch": 1, "loss": 1.0, "time": 9.0},  # warm-up epoch: skipped
+               {"epoch": 2, "loss": 1.0, "time": 0.10}, {"epoch": 2, "loss": 1.0, "time": 0.30},
+               {"epoch": 3, "loss": 1.0, "time": 0.20}, {"coco/AP50": 0.5, "time": 5.0, "epoch": 3}]  # validation: no loss
+    (logs / "scalars.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    assert train_step_ms(tmp_path) == pytest.approx(200.0)
+    assert train_step_ms(tmp_path / "nothing") is None

@@ -7,6 +7,7 @@ FLOPs are counted by ``torch.utils.flop_counter`` (a multiply-add counts as 2 FL
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -24,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "machine_info", "time_fn"]
+__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "machine_info", "time_fn",
+           "train_step_ms"]
 
 
 @dataclass
@@ -33,6 +35,19 @@ class Timing:
     min_ms: float
     max_ms: float
     iters: int
+
+
+def train_step_ms(work_dir: str | Path, skip_epochs: int = 1) -> float | None:
+    """Median training step time (ms) of the run(s) in ``work_dir``: mmengine's per-iteration ``time``
+    (data loading included) from every ``<timestamp>/vis_data/scalars.json``, after the first
+    ``skip_epochs`` epochs (warm-up, caches being built). None when no step was logged."""
+    times = []
+    for scalars in Path(work_dir).glob("2*/vis_data/scalars.json"):
+        for line in scalars.read_text().splitlines():
+            entry = json.loads(line)
+            if "time" in entry and "loss" in entry and entry.get("epoch", 1) > skip_epochs:
+                times.append(float(entry["time"]))
+    return 1000.0 * statistics.median(times) if times else None
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 5, iters: int = 30) -> Timing:

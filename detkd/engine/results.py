@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "markdown_table", "pareto_front", "plot_map_vs_fps", "write_markdown"]
+__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "seed_summary",
+           "write_markdown"]
 
 REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms")
 
@@ -66,6 +68,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    """``mean ± sample standard deviation`` of several runs (seeds); one value alone is shown as it is."""
+    values = [float(v) for v in values]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def seed_summary(rows: Sequence[dict[str, Any]], by: str, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per value of ``by`` (in first-seen order) over the runs (seeds) that share it: ``n``,
+    and for every metric ``<metric>`` (mean) and ``<metric>_sd`` (sample standard deviation, 0.0 for
+    one run). Rows missing a metric (None) are left out of that metric's mean."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row[by], []).append(row)
+    out = []
+    for value, members in groups.items():
+        summary: dict[str, Any] = {by: value, "n": len(members)}
+        for metric in metrics:
+            values = [float(r[metric]) for r in members if r.get(metric) is not None]
+            summary[metric] = statistics.fmean(values) if values else None
+            summary[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        out.append(summary)
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     """A markdown table of ``columns`` (missing values shown as ``-``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
@@ -93,7 +122,9 @@ LOG_AXIS_SPAN = 10.0  # FPS axes spanning more than this factor are drawn on a l
 def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str = "mAP50") -> Path:
     """``metric`` against ONNX Runtime FPS (1000 / onnx_latency_ms): one panel per ``dataset``, one
     marker per row name (the legend names them, so no label overlaps), the Pareto front dashed, and
-    a log FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x."""
+    a log FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x. Rows that carry
+    ``<metric>_sd`` (means over seeds, :func:`seed_summary`) get a vertical error bar of one standard
+    deviation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,6 +145,8 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
         for row, (fps, value) in zip(panel, points, strict=True):
             colour, marker = style[str(row["name"])]
             handles[str(row["name"])] = ax.scatter(fps, value, s=46, color=colour, marker=marker, zorder=3)
+            if row.get(f"{metric}_sd"):
+                ax.errorbar(fps, value, yerr=float(row[f"{metric}_sd"]), color=colour, capsize=3, lw=1, zorder=3)
         front = pareto_front(points)
         if len(front) > 1:
             line = ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.45",
