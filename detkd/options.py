@@ -25,7 +25,7 @@ from detkd.errors import ConfigError
 
 __all__ = [
     "AugmentConfig", "BinaryOptions", "ChainOptions", "CheckpointOptions", "DataOptions", "DecodeConfig",
-    "DistillOptions", "GenerateOptions", "HintTapOptions", "HintsOptions", "METHODS", "PruneOptions", "RunOptions",
+    "DistillOptions", "GenerateOptions", "HintTapOptions", "HintsOptions", "METHODS", "PruneOptions", "RetrainOptions", "RunOptions",
     "SelectOptions", "SparsityOptions", "SweepOptions", "TeacherOptions", "TrainOptions", "UnlabeledOptions",
     "check_kwargs", "closest", "option", "options_dict", "parse_options", "parse_section",
 ]
@@ -245,13 +245,17 @@ METHODS = ("singh", "l1", "taylor")
 
 @dataclass
 class SparsityOptions:
-    """Stage 1 (Singh): train ``epochs`` with ``loss + weight * sum |w|`` at learning rate ``lr``
-    (``None``: the config's); ``fold_bn``: magnitudes of BN-folded weights."""
+    """Stage 1 (Singh): train ``epochs`` with ``loss + weight * growth ** epoch * penalty`` at learning
+    rate ``lr`` (``None``: the config's). ``kind``: the penalty, ``l1`` (every weight, the paper's),
+    ``group`` (each filter's L2 norm) or ``bn_scale`` (BatchNorm scales, network slimming); see
+    :mod:`detkd.prune.sparsity`. ``fold_bn``: magnitudes of BN-folded weights."""
 
     epochs: int = option(10, min=1)
     weight: float = option(1e-4, min=0.0)
     lr: float | None = option(None, min=0.0)
     fold_bn: bool = True
+    kind: str = option("l1", choices=("l1", "group", "bn_scale"))
+    growth: float = option(1.0, min=1e-6)
 
 
 @dataclass
@@ -274,6 +278,18 @@ class SelectOptions:
 
 
 @dataclass
+class RetrainOptions:
+    """The final retraining. ``distill``: add output distillation from the unpruned model
+    (:mod:`detkd.losses.ssd_distill`: KD on every default box's classes at temperature ``tau``,
+    box regression weighted by the teacher's foreground probability) to the original loss."""
+
+    distill: bool = False
+    tau: float = option(2.0, min=1e-3)
+    cls_weight: float = option(1.0, min=0.0)
+    box_weight: float = option(1.0, min=0.0)
+
+
+@dataclass
 class PruneOptions:
     """``prune``: everything :mod:`detkd.prune.pipeline` reads.
 
@@ -282,8 +298,12 @@ class PruneOptions:
     layer or globally by ``scope``, ``iterations`` steps with ``finetune_epochs`` between them).
     ``min_keep``: filters every conv keeps at least. ``taylor_batches``: training batches the
     Taylor statistics average over. ``retrain_epochs``/``retrain_lr``: the final retraining with the
-    original loss. ``eval_split``: where the sweep and the report measure mAP. ``threads``: for
-    the latency measurements of the report.
+    original loss (``retrain``: with distillation from the unpruned model). ``eval_split``: where the
+    sweep and the report measure mAP. ``threads``: for the latency measurements of the report and the
+    latency table. ``round_to``: every pruned conv keeps a multiple of this many filters (fewer are
+    removed; 1 = off), so its channels suit the CPU's vector kernels. ``latency_aware`` (l1 / taylor):
+    rank filters by importance per millisecond of measured latency they save (the layer latency
+    table, ``W/latency.json``, :mod:`detkd.prune.latency`) across all layers, instead of per layer.
     """
 
     method: str = option("singh", choices=METHODS)
@@ -298,6 +318,9 @@ class PruneOptions:
     retrain_lr: float | None = option(None, min=0.0)
     eval_split: str = "val"
     threads: int = option(2, min=1)
+    round_to: int = option(8, min=1)
+    latency_aware: bool = False
+    retrain: RetrainOptions = option(factory=RetrainOptions)
     sparsity: SparsityOptions = option(factory=SparsityOptions)
     sweep: SweepOptions = option(factory=SweepOptions)
     select: SelectOptions = option(factory=SelectOptions)

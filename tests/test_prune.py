@@ -225,8 +225,8 @@ def test_sparsity_loss_threshold_and_choice():
     wrapped = SparsityModel(model, layers, weight=0.5, fold_bn=False)  # raw weights (BN folding: next test)
     losses = wrapped(torch.rand(2, 3, 64, 64), targets(), mode="loss")
     l1 = sum(model.get_submodule(n).weight.abs().sum() for n in layers)
-    assert torch.isclose(losses["loss_l1"], 0.5 * l1)
-    assert set(losses) == {"loss_box", "loss_cls", "loss_l1"}
+    assert torch.isclose(losses["loss_sparsity"], 0.5 * l1)
+    assert set(losses) == {"loss_box", "loss_cls", "loss_sparsity", "filters_empty"}
     with pytest.raises(AttributeError):
         SparsityModel(model, ["backbone.nope"], 1.0)
     weights = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in layers])
@@ -269,8 +269,8 @@ def test_bn_folded_magnitudes_drive_penalty_and_threshold():
     assert torch.equal(folded[1], model.get_submodule("backbone.extra.1.conv8_1.0").weight)  # no BN in the extra layers
     wrapped = SparsityModel(model, [C43], weight=2.0)
     losses = wrapped(torch.rand(2, 3, 64, 64), targets(), mode="loss")
-    assert torch.isclose(losses["loss_l1"], 2.0 * 0.25 * conv.weight.abs().sum())
-    losses["loss_l1"].backward()
+    assert torch.isclose(losses["loss_sparsity"], 2.0 * 0.25 * conv.weight.abs().sum())
+    losses["loss_sparsity"].backward()
     assert bn.weight.grad is not None and bool((bn.weight.grad < 0).all())  # |gamma| shrinks: gamma < 0 grows toward 0
     magnitude = conv.weight.detach().abs() * 0.25
     threshold = float(magnitude.median())

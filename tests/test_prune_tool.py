@@ -28,7 +28,8 @@ def tiny_data(tmp_path_factory) -> Path:
 def _options(data_root: Path) -> list[str]:
     return [f"data.root={data_root}", "data.generate=None", "imgsz=64", "model.width=0.125", "train.batch_size=4",
             "train.num_workers=1", "train.log_interval=1", "prune.min_keep=2", "prune.sparsity.epochs=1",
-            "prune.retrain_epochs=1", "prune.sweep.quantiles=[0.5,0.9]", "prune.threads=1"]
+            "prune.retrain_epochs=1", "prune.sweep.quantiles=[0.5,0.9]", "prune.threads=1",
+            "prune.round_to=1"]  # the tiny SSD's convs have 2 to 64 filters: exact counts, no rounding
 
 
 def _run(tool: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,6 +121,37 @@ def test_taylor_iterative_pruning(ssd, tiny_data, tmp_path):
     assert 0.38 * total <= removed <= round(0.4 * total)  # ranked globally; min_keep spares a few
     assert [layer["channels"] for layer in second["layers"]] == [len(layer["kept"]) for layer in first["layers"]]
     assert json.loads((work / "report.json").read_text())["rows"][-1]["retrained"] is True
+
+
+def test_latency_aware_rounded_plan_and_distilled_retraining(ssd, tiny_data, tmp_path):
+    work = tmp_path / "l1_latency"
+    out = _prune(ssd, work, tiny_data, "--method", "l1", "--ratio", "0.5",
+                 options=("prune.round_to=4", "prune.latency_aware=True", "prune.retrain.distill=True")).stdout
+    assert "measuring the layer latency table" in out
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["options"]["latency_aware"] is True and plan["options"]["round_to"] == 4
+    assert sum(len(layer["removed"]) for layer in plan["layers"]) > 0
+    for layer in plan["layers"]:
+        assert not layer["removed"] or (layer["channels"] - len(layer["removed"])) % 4 == 0, layer
+    table = json.loads((work / "latency.json").read_text())
+    assert {layer["name"] for layer in plan["layers"]} <= set(table["layers"]) and table["multiple"] == 4
+    logs = "".join(p.read_text() for p in (work / "retrain").glob("2*/vis_data/scalars.json"))
+    assert '"loss_kd_cls"' in logs and '"loss_kd_box"' in logs  # retrained against the unpruned model
+    assert json.loads((work / "report.json").read_text())["rows"][-1]["retrained"] is True
+    settings = json.loads((work / "pipeline.json").read_text())["stages"]
+    assert settings["retrain"]["retrain"]["distill"] is True
+
+
+def test_singh_sparsity_with_a_growing_group_penalty(ssd, tiny_data, tmp_path):
+    work = tmp_path / "singh_group"
+    _prune(ssd, work, tiny_data, "--stage", "sparsity",
+           options=("prune.sparsity.kind=group", "prune.sparsity.growth=2.0", "prune.sparsity.epochs=2"))
+    entries = [json.loads(line) for p in (work / "sparsity").glob("2*/vis_data/scalars.json")
+               for line in p.read_text().splitlines()]
+    steps = [e for e in entries if "loss_sparsity" in e]
+    assert steps and all(0.0 <= e["filters_empty"] <= 1.0 for e in steps)
+    assert {e["epoch"] for e in steps} == {1, 2}
+    assert json.loads((work / "pipeline.json").read_text())["stages"]["sparsity"]["sparsity"]["kind"] == "group"
 
 
 def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):

@@ -36,8 +36,8 @@ from detkd.distill.cache import TeacherCache
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import build_teacher_adapter
 from detkd.config import run_options
-from detkd.engine.run_state import RunState, best_checkpoint
-from detkd.engine.runner import build_runner, is_finished
+from detkd.engine.run_state import best_checkpoint
+from detkd.engine.runner import build_runner, is_finished, run_stage
 from detkd.errors import ConfigError
 from detkd.options import ChainOptions, RunOptions, UnlabeledOptions
 
@@ -224,14 +224,13 @@ def run_distill(cfg: Config, work_dir: str | Path, resume: bool = False, launche
     for stage in plan_stages(cfg, work_dir):
         stage.cfg.teacher = dict(teacher)
         start = None if stage.kind == "hint" else hint_ckpt
-        if not stage.finished(start):
-            build_distill_runner(stage.cfg, stage.work_dir, resume, launcher, stage.kind, load_from=start,
-                                 name=f"{prefix}{stage.name}").train()
+        final = run_stage(stage.cfg, stage.work_dir,
+                          lambda stage=stage, start=start: build_distill_runner(  # type: ignore[misc]
+                              stage.cfg, stage.work_dir, resume, launcher, stage.kind, load_from=start,
+                              name=f"{prefix}{stage.name}"),
+                          load_from=start, pick="latest" if stage.kind == "hint" else "best")
         # what the finished stage hands on: hint weights to its distillation, an assistant to the next net
-        if stage.kind == "hint":
-            hint_ckpt = str(RunState(stage.work_dir).latest())
-        else:
-            hint_ckpt = None
-            if stage.name != "student":
-                teacher["checkpoint"] = str(best_checkpoint(stage.work_dir))
+        hint_ckpt = str(final) if stage.kind == "hint" else None
+        if stage.kind == "distill" and stage.name != "student":
+            teacher["checkpoint"] = str(final)
     return best_checkpoint(work_dir)

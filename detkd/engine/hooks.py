@@ -160,7 +160,8 @@ class EpochSummaryHook(Hook):
 
 class EpochSeedHook(Hook):
     """Tell the training dataset the epoch (and rank) before each epoch, so its augmentation is a
-    function of ``(seed, epoch, rank, worker)`` and ``--resume`` continues exactly."""
+    function of ``(seed, epoch, rank, worker)`` and ``--resume`` continues exactly; and tell the model,
+    when it has a ``set_epoch`` (a sparsity penalty that grows with the epochs)."""
 
     priority = "NORMAL"
 
@@ -168,6 +169,9 @@ class EpochSeedHook(Hook):
         dataset = runner.train_dataloader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(runner.epoch, runner.rank)
+        model = getattr(runner.model, "module", runner.model)  # DDP wraps it
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(runner.epoch)
 
 
 class LatentWeightClipHook(Hook):

@@ -39,11 +39,11 @@ from detkd.engine.console import console_level
 from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook, LatentWeightClipHook
 from detkd.engine.model import DetectorModel
 from detkd.engine.run_state import RunState
-from detkd.errors import ConfigError
+from detkd.errors import ConfigError, RunStateError
 from detkd.models.factory import build_model
 from detkd.options import RunOptions, TrainOptions, options_dict
 
-__all__ = ["DetkdRunner", "build_detector", "build_runner", "is_finished", "run_params", "dataloader_cfg", "init_cpu_distributed"]
+__all__ = ["DetkdRunner", "build_detector", "build_runner", "is_finished", "run_params", "run_stage", "dataloader_cfg", "init_cpu_distributed"]
 
 YOLO_FAMILY = {"yolov2", "tiny_yolov2", "fyolo"}
 
@@ -196,6 +196,27 @@ def run_params(cfg: Config, opts: RunOptions, load_from: str | None) -> dict[str
 def is_finished(cfg: Config, work_dir: str | Path, load_from: str | None = None) -> bool:
     """Whether ``work_dir`` holds a finished run of ``cfg`` with these very settings."""
     return RunState(work_dir).finished(run_params(cfg, run_options(cfg), load_from))
+
+
+def run_stage(cfg: Config, work_dir: str | Path, build: Callable[[], Any], load_from: str | None = None,
+              pick: str = "best") -> Path:
+    """One training stage of a pipeline (distillation's hint / assistant / student runs, pruning's
+    sparsity / fine-tune / retrain runs): train it with ``build()`` (a Runner factory) unless
+    ``work_dir`` holds a finished run of ``cfg`` with these very settings, then return its ``best``
+    checkpoint (by recorded score, :meth:`RunState.best`) or its ``latest`` one.
+
+    The Runner's own check (:mod:`detkd.engine.run_state`) refuses a folder of another run, or an
+    unfinished one without ``resume``. Raises RunStateError when training left no checkpoint.
+    """
+    if pick not in ("best", "latest"):
+        raise ValueError(f"pick must be 'best' or 'latest', not {pick!r}")
+    if not is_finished(cfg, work_dir, load_from):
+        build().train()
+    state = RunState(work_dir)
+    final = state.best() if pick == "best" else state.latest()
+    if final is None:
+        raise RunStateError(f"{work_dir}: training left no checkpoint")
+    return final
 
 
 def build_runner(

@@ -6,14 +6,19 @@ is asked for by name):
 =========== ===================================================== ==============================
 stage       does                                                  writes
 =========== ===================================================== ==============================
-sparsity    (singh) train with loss + L1 on the layer set         ``W/sparsity/`` run, ``W/sparse.pth``
+sparsity    (singh) train with loss + a sparsity penalty (L1,     ``W/sparsity/`` run, ``W/sparse.pth``
+            group or BN-scale) on the layer set
 sweep       (singh) zero weights below each threshold, val mAP    ``W/sweep.json``, ``W/sweep.md``
 plan        choose filters (singh: zero fractions after the       ``W/plan.json`` (edit it before
-            chosen threshold; l1/taylor: lowest ``ratio``;        ``apply`` if you like);
+            chosen threshold; l1/taylor: lowest ``ratio``, per    ``apply`` if you like);
+            layer or, with ``latency_aware``, per ms saved        ``W/latency.json`` (the layer
+            across layers); keep multiples of ``round_to``;       latency table, measured once)
             iterative: prune + fine-tune ``iterations - 1`` times ``W/iter_<i>/`` per extra step
             first)
 apply       remove the plan's filters for real                    ``W/pruned.pth``
-retrain     train the pruned model with the original loss         ``W/retrain/`` run, ``W/retrained.pth``
+retrain     train the pruned model with the original loss (and    ``W/retrain/`` run, ``W/retrained.pth``
+            ``retrain.distill``: distillation from the unpruned
+            model, :mod:`detkd.prune.retrain`)
 report      original vs pruned vs retrained: params, FLOPs, ONNX  ``W/report.{json,md,png}``,
             size, ONNX Runtime latency (same run, same threads),  ``W/onnx/*.onnx``
             mAP50 and AP
@@ -44,12 +49,13 @@ from detkd.data.sources import read_split
 from detkd.engine.checkpoint import detector_from_checkpoint, load_checkpoint_file, load_detector, save_detector
 from detkd.engine.evaluate import check_classes, evaluate_model
 from detkd.engine.model import DetectorModel
-from detkd.engine.run_state import RunState, describe_changes
+from detkd.engine.run_state import describe_changes
 from detkd.errors import ConfigError, RunStateError
 from detkd.fileio import atomic_write_json, remove_temp_files
 from detkd.options import options_dict
 from detkd.prune.groups import PruningGraph, resolve_layer_set
-from detkd.prune.importance import L1Importance, TaylorImportance, singh_selection
+from detkd.prune.importance import L1Importance, SinghImportance, TaylorImportance, singh_selection
+from detkd.prune.latency import measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
 from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weights, threshold_sweep, zero_below
 
@@ -134,24 +140,22 @@ class PrunePipeline:
         metrics, _ = evaluate_model(model, index, progress=False, decode_cfg=self.decode)
         return metrics
 
-    def _train(self, name: str, model: nn.Module, epochs: int, lr: float | None, wrap: Any = None) -> nn.Module:
+    def _train(self, name: str, model: nn.Module, epochs: int, lr: float | None, wrap: Any = None,
+               pick: str | None = None) -> nn.Module:
         """Train ``model`` for ``epochs`` in ``W/<name>`` on the config's data and schedule; returns
-        the model of the run's best (AP50) checkpoint, or its last epoch's when ``wrap`` is given."""
-        from detkd.engine.runner import build_runner, is_finished
+        the model of the run's best (AP50) checkpoint, or by default its last epoch's when ``wrap``
+        is given (a sparsity run's best epoch is usually its least sparse)."""
+        from detkd.engine.runner import build_runner, run_stage
 
         work = self.path(name)
         cfg = copy.deepcopy(self.cfg)
         cfg.train.epochs = int(epochs)
         if lr is not None:
             cfg.optim_wrapper.optimizer.lr = float(lr)
-        if not is_finished(cfg, work):  # run_state refuses an unfinished run without --resume
-            model_for_runner = (wrap or DetectorModel)(model)
-            runner = build_runner(cfg, work, resume=self.resume, launcher=self.launcher, make_model=lambda _: model_for_runner)
-            runner.train()
-        state = RunState(work)
-        final = state.latest() if wrap is not None else state.best()
-        if final is None:
-            raise PipelineError(f"{work}: training left no checkpoint")
+        model_for_runner = (wrap or (lambda det: DetectorModel(det, self.decode)))(model)
+        final = run_stage(cfg, work, lambda: build_runner(cfg, work, resume=self.resume, launcher=self.launcher,
+                                                          make_model=lambda _: model_for_runner),
+                          pick=pick or ("latest" if wrap is not None else "best"))
         return load_detector(final)
 
     # ---- stages --------------------------------------------------------------------------------
@@ -193,8 +197,9 @@ class PrunePipeline:
 
     # the prune settings each stage's artefact depends on (its own and its inputs')
     _DEPENDS = {"sparsity": ("layers", "sparsity"), "sweep": ("sweep", "eval_split"),
-                "plan": ("select", "ratio", "scope", "min_keep", "iterations", "finetune_epochs", "taylor_batches"),
-                "apply": (), "retrain": ("retrain_epochs", "retrain_lr"), "report": ("eval_split",)}
+                "plan": ("select", "ratio", "scope", "min_keep", "iterations", "finetune_epochs", "taylor_batches",
+                         "round_to", "latency_aware"),
+                "apply": (), "retrain": ("retrain_epochs", "retrain_lr", "retrain"), "report": ("eval_split",)}
 
     def _stage_settings(self, stage: str) -> dict[str, Any]:
         stages = self.opts.stages
@@ -229,7 +234,8 @@ class PrunePipeline:
         model = self.source()
         layers, opts = self.layers(model), self.opts.sparsity
         trained = self._train("sparsity", model, opts.epochs, opts.lr,
-                              wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn))
+                              wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn, self.decode,
+                                                             kind=opts.kind, growth=opts.growth))
         save_detector(trained, self.path("sparse.pth"))
 
     def stage_sweep(self) -> None:
@@ -253,19 +259,48 @@ class PrunePipeline:
 
     def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
         layers, opts = self.layers(model), self.opts
+        graph = PruningGraph(model)
         if opts.method == "singh":
             threshold = json.loads(self._need("sweep.json", "sweep").read_text())["chosen"]["threshold"]
             thresholded = copy.deepcopy(model)
             zero_below(thresholded, layers, threshold, opts.sparsity.fold_bn)
-            removed = singh_selection(PruningGraph(thresholded), layers, opts.select.out_fraction, opts.select.in_fraction,
+            thresholded_graph = PruningGraph(thresholded)
+            removed = singh_selection(thresholded_graph, layers, opts.select.out_fraction, opts.select.in_fraction,
                                       opts.select.combine, opts.min_keep)
-            return make_plan(model, removed, "singh", threshold=threshold, **vars(opts.select))
+            scorer: Any = SinghImportance()
+            removed = self._rounded(removed, thresholded_graph, scorer, layers)
+            return make_plan(model, removed, "singh", threshold=threshold, round_to=opts.round_to, **vars(opts.select))
         if opts.method == "l1":
-            importance: Any = L1Importance()
+            scorer = L1Importance()
         else:
-            importance = TaylorImportance().collect(model, layers, self._taylor_batches(), _loss)
-        removed = plan_by_ratio(PruningGraph(model), layers, importance, ratio, opts.scope, opts.min_keep)
-        return make_plan(model, removed, opts.method, ratio=opts.ratio, step_ratio=ratio, scope=opts.scope, step=name)
+            scorer = TaylorImportance().collect(model, layers, self._taylor_batches(), _loss)
+        if opts.latency_aware:
+            removed = plan_by_latency(graph, layers, scorer, self._latency_table(model, layers), ratio, opts.min_keep)
+        else:
+            removed = plan_by_ratio(graph, layers, scorer, ratio, opts.scope, opts.min_keep)
+        removed = self._rounded(removed, graph, scorer, layers)
+        return make_plan(model, removed, opts.method, ratio=opts.ratio, step_ratio=ratio, scope=opts.scope, step=name,
+                         round_to=opts.round_to, latency_aware=opts.latency_aware)
+
+    def _rounded(self, removed: dict[str, list[int]], graph: PruningGraph, scorer: Any, layers: list[str]) -> dict[str, list[int]]:
+        if self.opts.round_to <= 1:
+            return removed
+        channels = {n: graph.conv(n).out_channels for n in layers}
+        return round_removal(removed, channels, {n: scorer(graph, n) for n in removed}, self.opts.round_to)
+
+    def _latency_table(self, model: nn.Module, layers: list[str]) -> dict[str, Any]:
+        """``W/latency.json``: measured once per work dir (the unpruned model's convs at this size and
+        thread count), reused by later plans."""
+        path = self.path("latency.json")
+        if path.is_file():
+            table = json.loads(path.read_text())
+            if (table.get("imgsz"), table.get("threads"), table.get("multiple")) == (self.imgsz, self.opts.threads, self.opts.round_to) \
+                    and all(n in table["layers"] for n in layers):
+                return table
+        print(f"[prune] measuring the layer latency table ({len(layers)} convs, {self.opts.threads} threads)", flush=True)
+        table = measure_latency_table(model, layers, self.imgsz, self.opts.threads, self.opts.round_to)
+        atomic_write_json(path, table)
+        return table
 
     def _taylor_batches(self) -> list[Any]:
         from detkd.data.collate import build_dataloader
@@ -315,7 +350,13 @@ class PrunePipeline:
 
     def stage_retrain(self) -> None:
         model = load_detector(self._need("pruned.pth", "apply"))
-        trained = self._train("retrain", model, self.opts.retrain_epochs, self.opts.retrain_lr)
+        wrap = None
+        if self.opts.retrain.distill:
+            from detkd.prune.retrain import SSDDistillModel
+
+            teacher = self.source()
+            wrap = lambda det: SSDDistillModel(det, teacher, self.opts.retrain, self.decode)  # noqa: E731
+        trained = self._train("retrain", model, self.opts.retrain_epochs, self.opts.retrain_lr, wrap=wrap, pick="best")
         save_detector(trained, self.path("retrained.pth"))
 
     def stage_report(self) -> dict[str, Any]:

@@ -1,7 +1,20 @@
-"""Singh et al.'s stage 1: L1 sparsity induction, a global threshold, and the validation sweep.
+"""Singh et al.'s stage 1: sparsity induction, a global threshold, and the validation sweep.
 
-:class:`SparsityModel` trains a detector with its own loss plus ``loss_l1 = lambda * sum |w|`` over
-the conv weights of the chosen layer set (the head and layers outside the set are not penalised).
+:class:`SparsityModel` trains a detector with its own loss plus a sparsity penalty ``loss_sparsity``
+over the convs of the chosen layer set (the head and layers outside the set are not penalised), of
+one of three kinds (``prune.sparsity.kind``):
+
+- ``l1`` (Singh et al., the default): ``lambda * sum |w|`` over every weight. It zeroes single
+  weights; a filter empties only when all of its weights do.
+- ``group`` (group lasso, Wen et al. 2016): ``lambda * sum over filters of ||W_o||_2``. The gradient
+  of a norm has the same size however small the filter is, so weak filters go to zero as a whole.
+- ``bn_scale`` (network slimming, Liu et al. 2017): ``lambda * sum |gamma_o|`` over the BatchNorm
+  scales that follow the convs; a zero scale switches the whole channel off. Convs without a
+  following BatchNorm fall back to the group term.
+
+``growth`` multiplies ``lambda`` by ``growth ** epoch`` (a penalty that grows while training goes on).
+Every training step also logs ``filters_empty``: the fraction of the set's filters whose BN-folded
+L2 norm is below ``EMPTY_TOLERANCE`` times their layer's mean filter norm.
 :func:`zero_below` then zeroes every weight of the set whose magnitude is below one global
 threshold, and :func:`threshold_sweep` tries several thresholds on the validation split so the
 largest one that costs at most ``max_drop`` mAP50 can be chosen (:func:`choose_threshold`).
@@ -29,7 +42,11 @@ from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
-__all__ = ["SparsityModel", "choose_threshold", "effective_weights", "threshold_sweep", "weight_sparsity", "zero_below"]
+__all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "effective_weights",
+           "empty_filter_fraction", "filter_norms", "sparsity_penalty", "threshold_sweep", "weight_sparsity", "zero_below"]
+
+SPARSITY_KINDS = ("l1", "group", "bn_scale")
+EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
 
 
 def _weights(detector: nn.Module, names: Iterable[str]) -> list[torch.Tensor]:
@@ -56,31 +73,84 @@ def effective_weights(detector: nn.Module, names: Iterable[str], fold_bn: bool =
     return out
 
 
+def filter_norms(detector: nn.Module, names: Iterable[str], fold_bn: bool = True) -> list[torch.Tensor]:
+    """Per conv, ``Float[O]``: the L2 norm of each output filter's (BN-folded when ``fold_bn``) weights."""
+    return [w.flatten(1).norm(dim=1) for w in effective_weights(detector, names, fold_bn)]
+
+
+def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1", fold_bn: bool = True) -> torch.Tensor:
+    """The unweighted penalty of ``kind`` (see the module docstring) over the convs ``names``: a scalar
+    that gradients flow through (into the conv weights, and the BatchNorm scales where they count)."""
+    if kind not in SPARSITY_KINDS:
+        raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
+    if kind == "l1":
+        return sum((w.abs().sum() for w in effective_weights(detector, names, fold_bn)), torch.zeros(()))
+    if kind == "group":
+        return sum((n.sum() for n in filter_norms(detector, names, fold_bn)), torch.zeros(()))
+    total = torch.zeros(())
+    for name in names:  # bn_scale
+        bn = _following_bn(detector, name)
+        if bn is not None and bn.weight is not None:
+            total = total + bn.weight.abs().sum()
+        else:
+            total = total + filter_norms(detector, [name], fold_bn=False)[0].sum()
+    return total
+
+
+@torch.no_grad()
+def empty_filter_fraction(detector: nn.Module, names: Iterable[str], tolerance: float = EMPTY_TOLERANCE,
+                          fold_bn: bool = True) -> float:
+    """Fraction of the filters of convs ``names`` whose (BN-folded) L2 norm is below ``tolerance``
+    times the mean filter norm of their conv: filters that a threshold would remove whole."""
+    empty = total = 0
+    for norms in filter_norms(detector, names, fold_bn):
+        norms = norms.float()
+        empty += int((norms < tolerance * norms.mean().clamp_min(1e-12)).sum())
+        total += norms.numel()
+    return empty / max(1, total)
+
+
 class SparsityModel(DetectorModel):
-    """A :class:`DetectorModel` whose loss adds ``loss_l1 = weight * sum over convs of ||W||_1``
-    (BN-folded weights when ``fold_bn``, see the module docstring).
+    """A :class:`DetectorModel` whose loss adds ``loss_sparsity = weight * growth ** epoch * penalty``
+    (:func:`sparsity_penalty` of ``kind``; BN-folded weights when ``fold_bn``, see the module docstring).
 
     Args:
         detector: the trained detector to sparsify (its own loss terms stay as they are).
         layers: conv module names (relative to ``detector``) whose weights are penalised.
-        weight: the L1 coefficient lambda (per unit of summed absolute weight).
+        weight: the coefficient lambda (per unit of the summed penalty).
+        kind: ``l1``, ``group`` or ``bn_scale``.
+        growth: per-epoch factor of lambda (1: constant); the Runner reports the epoch through
+            :meth:`set_epoch` (:class:`~detkd.engine.hooks.EpochSeedHook`).
     """
 
     def __init__(self, detector: nn.Module, layers: Sequence[str], weight: float, fold_bn: bool = True,
-                 decode_cfg: DecodeConfig | None = None) -> None:
+                 decode_cfg: DecodeConfig | None = None, kind: str = "l1", growth: float = 1.0) -> None:
         super().__init__(detector, decode_cfg)
         if weight < 0:
-            raise ValueError(f"L1 weight must be >= 0, got {weight}")
+            raise ValueError(f"sparsity weight must be >= 0, got {weight}")
+        if kind not in SPARSITY_KINDS:
+            raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
+        if growth <= 0:
+            raise ValueError(f"sparsity growth must be > 0, got {growth}")
         self.layers = list(layers)
-        self.l1_weight = float(weight)
-        self.fold_bn = fold_bn
+        self.penalty_weight = float(weight)
+        self.fold_bn, self.kind, self.growth = fold_bn, kind, float(growth)
+        self.epoch = 0
         _weights(detector, self.layers)  # fail now on a wrong name
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def current_weight(self) -> float:
+        """lambda at the current epoch."""
+        return self.penalty_weight * self.growth ** self.epoch
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, Any]] | None = None, mode: str = "tensor") -> Any:  # type: ignore[override]
         out = super().forward(images, targets, mode)
         if mode == "loss":
-            weights = effective_weights(self.detector, self.layers, self.fold_bn)
-            out["loss_l1"] = self.l1_weight * sum(w.abs().sum() for w in weights)
+            out["loss_sparsity"] = self.current_weight * sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
+            out["filters_empty"] = torch.tensor(empty_filter_fraction(self.detector, self.layers, fold_bn=self.fold_bn))
         return out
 
 

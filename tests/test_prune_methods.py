@@ -1,0 +1,194 @@
+"""Pruning that pays: sparsity kinds, channel rounding, the latency table and latency-aware plans,
+SSD -> SSD distillation for retraining."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from detkd.engine.hooks import EpochSeedHook
+from detkd.losses.ssd_distill import ssd_output_distill
+from detkd.models.factory import build_model
+from detkd.prune.groups import PruningGraph
+from detkd.prune.importance import L1Importance
+from detkd.prune.latency import latency_slopes, measure_latency_table, plan_by_latency, round_removal
+from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
+from detkd.prune.retrain import SSDDistillModel
+from detkd.prune.sparsity import SparsityModel, empty_filter_fraction, filter_norms, sparsity_penalty
+
+C43 = "backbone.features.conv4_3.0"
+
+
+def tiny_ssd(seed: int = 0, imgsz: int = 64) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("ssd_cpu", class_names=["a", "b"], imgsz=imgsz, width=0.125).eval()
+
+
+def _targets(batch: int = 2) -> list[dict]:
+    return [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([i % 2])} for i in range(batch)]
+
+
+class _Crafted(nn.Module):
+    """One conv-BN-ReLU block of 8 filters whose output is read only through filters 0..3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)[:, :4]
+
+
+def _train_with_penalty(kind: str, steps: int = 400) -> _Crafted:
+    """Fit the used filters 0..3 to a fixed conv's output while ``kind``'s penalty acts on all 8
+    (cosine-decayed SGD; BatchNorm in eval mode with unit statistics, so the block is W * gamma)."""
+    model = _Crafted().eval()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 3, 8, 8, generator=generator)
+    reference = torch.randn(4, 3, 3, 3, generator=generator)
+    target = torch.relu(torch.nn.functional.conv2d(x, reference, padding=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (model(x) - target).pow(2).mean() + 0.2 * sparsity_penalty(model, ["block.0"], kind)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["group", "bn_scale"])
+def test_group_and_bn_scale_penalties_empty_exactly_the_unused_filters(kind):
+    model = _train_with_penalty(kind)
+    norms = filter_norms(model, ["block.0"])[0].detach()
+    unused, used = norms[4:], norms[:4]
+    assert float(unused.max()) < 1e-2 * float(used.min()), (kind, norms)
+    assert empty_filter_fraction(model, ["block.0"]) == 0.5
+    if kind == "bn_scale":  # network slimming switches the channels off through their BN scales
+        gamma = model.block[1].weight.detach().abs()
+        assert float(gamma[4:].max()) < 1e-2 * float(gamma[:4].min())
+
+
+def test_penalties_by_hand():
+    model = _Crafted().eval()
+    conv, bn = model.block[0], model.block[1]
+    with torch.no_grad():
+        conv.weight.fill_(0.5)  # every filter: 27 weights of 0.5 -> L1 13.5, L2 sqrt(27) / 2
+        bn.weight.copy_(torch.tensor([1.0, -2.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0]))
+        bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) = 1: folded = W * |gamma|
+    scale = torch.tensor([1.0, 2.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0])
+    assert sparsity_penalty(model, ["block.0"], "l1").item() == pytest.approx(13.5 * float(scale.sum()), rel=1e-5)
+    assert sparsity_penalty(model, ["block.0"], "group").item() == pytest.approx(27 ** 0.5 / 2 * float(scale.sum()), rel=1e-5)
+    assert sparsity_penalty(model, ["block.0"], "bn_scale").item() == pytest.approx(7.5)
+    assert empty_filter_fraction(model, ["block.0"]) == 1 / 8  # the filter behind gamma = 0
+    with pytest.raises(ValueError, match="sparsity kind"):
+        sparsity_penalty(model, ["block.0"], "l2")
+
+
+def test_growing_penalty_follows_the_epoch_the_runner_reports():
+    model = tiny_ssd()
+    wrapped = SparsityModel(model, [C43], weight=0.1, fold_bn=False, kind="group", growth=1.5)
+    first = wrapped(torch.rand(2, 3, 64, 64), _targets(), mode="loss")
+    assert set(first) == {"loss_box", "loss_cls", "loss_sparsity", "filters_empty"}
+    EpochSeedHook().before_train_epoch(SimpleNamespace(model=wrapped, epoch=2, rank=0,
+                                                       train_dataloader=SimpleNamespace(dataset=object())))
+    assert wrapped.current_weight == pytest.approx(0.1 * 1.5 ** 2)
+    later = wrapped(torch.rand(2, 3, 64, 64), _targets(), mode="loss")
+    assert later["loss_sparsity"].item() == pytest.approx(2.25 * first["loss_sparsity"].item(), rel=1e-5)
+
+
+def test_ssd_distill_loss_by_hand():
+    teacher = {"cls_logits": torch.tensor([[[0.0, 0.0], [100.0, 0.0]]]),  # p_fg 0.5, then ~0 (background)
+               "bbox_regression": torch.zeros(1, 2, 4)}
+    same = ssd_output_distill(teacher, teacher)
+    assert same["loss_kd_cls"].item() == pytest.approx(0.0, abs=1e-7) and same["loss_kd_box"].item() == 0.0
+    moved_bg = {"cls_logits": teacher["cls_logits"].clone(), "bbox_regression": torch.zeros(1, 2, 4)}
+    moved_bg["bbox_regression"][0, 1] = 5.0  # wrong boxes where the teacher sees background: no cost
+    assert ssd_output_distill(moved_bg, teacher)["loss_kd_box"].item() == pytest.approx(0.0, abs=1e-12)
+    moved_fg = {"cls_logits": teacher["cls_logits"].clone(), "bbox_regression": torch.zeros(1, 2, 4)}
+    moved_fg["bbox_regression"][0, 0, 0] = 0.5  # smooth-L1(0.5) = 0.125, times p_fg 0.5, over max(1, sum p_fg) = 1
+    assert ssd_output_distill(moved_fg, teacher)["loss_kd_box"].item() == pytest.approx(0.0625, rel=1e-5)
+    student = {"cls_logits": torch.tensor([[[0.0, 2.0], [100.0, 0.0]]]), "bbox_regression": torch.zeros(1, 2, 4)}
+    p_s = torch.tensor([0.0, 1.0]).softmax(-1)  # at tau 2: logits / 2
+    kl = (0.5 * (torch.log(torch.tensor(0.5)) - p_s.log())).sum()  # teacher uniform at anchor 0; anchor 1 equal
+    assert ssd_output_distill(student, teacher, tau=2.0)["loss_kd_cls"].item() == pytest.approx(4 * kl.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="default boxes"):
+        ssd_output_distill({"cls_logits": torch.zeros(1, 3, 2), "bbox_regression": torch.zeros(1, 3, 4)}, teacher)
+
+
+def test_ssd_distill_model_adds_terms_and_keeps_the_teacher_out():
+    teacher = tiny_ssd()
+    model = SSDDistillModel(copy.deepcopy(teacher), teacher)
+    model.detector.eval()  # BN as the teacher's: the student equals the teacher
+    losses = model(torch.rand(2, 3, 64, 64), _targets(), mode="loss")
+    assert {"loss_box", "loss_cls", "loss_kd_cls", "loss_kd_box"} == set(losses)
+    assert losses["loss_kd_cls"].item() == pytest.approx(0.0, abs=1e-5) and losses["loss_kd_box"].item() == pytest.approx(0.0, abs=1e-6)
+    assert not any(k.startswith("teacher") for k in model.state_dict())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in teacher.parameters())
+
+
+def test_round_to_keeps_multiples_and_consistent_consumers():
+    model = tiny_ssd()
+    graph = PruningGraph(model)
+    names = [C43, "backbone.features.conv3_1.0", "backbone.extra.1.conv8_1.0"]
+    removed = plan_by_ratio(graph, names, L1Importance(), 0.3, min_keep=2)
+    channels = {n: graph.conv(n).out_channels for n in names}
+    scores = {n: L1Importance()(graph, n) for n in names}
+    rounded = round_removal(removed, channels, scores, 4)
+    for name in names:
+        kept = channels[name] - len(rounded[name])
+        assert kept % 4 == 0 or kept == channels[name], (name, kept)
+        assert set(rounded[name]) <= set(removed[name])  # only spares filters, never removes others
+        spared = set(removed[name]) - set(rounded[name])
+        if spared:  # the spared ones are the best-scoring of those chosen
+            assert min(scores[name][sorted(spared)]) >= max(scores[name][rounded[name]], default=-1)
+    pruned = apply_plan(model, make_plan(model, rounded, "l1"))
+    pruned_graph = PruningGraph(pruned)
+    for name in names:
+        out = pruned_graph.conv(name).out_channels
+        assert out % 4 == 0 or out == channels[name]
+        for consumer in pruned_graph.consumer_convs(name):
+            assert pruned_graph.conv(consumer).in_channels == out
+    with torch.no_grad():
+        pruned(torch.rand(1, 3, 64, 64))
+    assert round_removal({"c": [0, 1, 2]}, {"c": 16}, {"c": torch.arange(16.0)}, 8) == {"c": []}  # 13 kept -> 16
+
+
+def test_latency_aware_plan_on_a_crafted_table():
+    model = tiny_ssd()
+    graph = PruningGraph(model)
+    a, b = C43, "backbone.features.conv3_1.0"
+    for name in (a, b):
+        with torch.no_grad():
+            graph.conv(name).weight.fill_(0.1)  # equal importance for every filter
+    ca, cb = graph.conv(a).out_channels, graph.conv(b).out_channels
+    table = {"layers": {a: {"channels": [ca // 2, ca], "ms": [1.0, 1.0 + ca / 2 * 1.0]},  # 1 ms per filter
+                        b: {"channels": [cb // 2, cb], "ms": [1.0, 1.0 + cb / 2 * 0.01]}}}  # 0.01 ms per filter
+    assert latency_slopes(table, [a, b]) == pytest.approx({a: 1.0, b: 0.01})
+    removed = plan_by_latency(graph, [a, b], L1Importance(), table, ratio=4 / (ca + cb), min_keep=2)
+    assert len(removed[a]) == 4 and removed[b] == []  # every removal where it saves time
+    # Importance still counts: make a's filters 1000x more important and b's go first.
+    with torch.no_grad():
+        graph.conv(b).weight.fill_(0.1)
+        graph.conv(a).weight[: ca // 2].fill_(100.0)
+    removed = plan_by_latency(graph, [a, b], L1Importance(), table, ratio=4 / (ca + cb), min_keep=2)
+    assert len(removed[a]) == 4 and all(i >= ca // 2 for i in removed[a])  # only a's unimportant half
+
+
+def test_latency_table_is_measured_with_onnxruntime():
+    model = tiny_ssd()
+    names = [C43, "backbone.extra.1.conv8_1.0"]
+    table = measure_latency_table(model, names, threads=1, multiple=4, points=2, iters=2)
+    assert table["imgsz"] == 64 and table["multiple"] == 4 and set(table["layers"]) == set(names)
+    for name in names:
+        row = table["layers"][name]
+        full = model.get_submodule(name).out_channels
+        assert max(row["channels"]) == full and all(c % 4 == 0 or c == full for c in row["channels"])
+        assert len(row["ms"]) == len(row["channels"]) and all(t > 0 for t in row["ms"])
