@@ -8,11 +8,11 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test venv clean
 
-$(STAMP): pyproject.toml detkd/kernels/xnor_conv.cpp
+$(STAMP): pyproject.toml detkd/binary/kernels/xnor_conv.cpp
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -e '.[dev]'
-	$(PY) -m detkd.kernels  # compile the XNOR/popcount kernel now: a missing compiler fails here, clearly
+	$(PY) -m detkd.binary.kernels  # compile the XNOR/popcount kernel now: a missing compiler fails here, clearly
 	@touch $(STAMP)
 
 venv: $(STAMP)

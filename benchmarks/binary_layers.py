@@ -5,7 +5,7 @@
 
 Shapes: every conv that ``binary=dict(mode="xnor")`` binarizes in the F-YOLO student at width 0.5 and 1,
 320 px, batch 1, as the model runs them (input channels and size, output channels, kernel). ``float_ms``: ``F.conv2d`` on float32 input (PyTorch's oneDNN path). ``binary_ms``: the whole
-binary layer as deployed (:class:`~detkd.models.binary_deploy.PackedBinaryConv2d`, XNOR mode): sign +
+binary layer as deployed (:class:`~detkd.binary.packing.PackedBinaryConv2d`, XNOR mode): sign +
 pack the input, XNOR/popcount conv, K * alpha scaling and bias. ``kernel_ms``: the popcount conv alone
 on pre-packed input. Medians of ``--iters`` runs after warm-up. Outputs:
 benchmarks/results/binary_layers.{json,md}.
@@ -30,7 +30,7 @@ def student_shapes(width: float, imgsz: int = 320) -> list[tuple[int, int, int, 
     """``(C_in, C_out, kernel, padding, H)`` of each binary conv of F-YOLO at ``width``, in forward order."""
     import torch
 
-    from detkd.models.binary import BinaryConv2d
+    from detkd.binary.layers import BinaryConv2d
     from detkd.models.factory import build_model
 
     model = build_model("fyolo", class_names=["a", "b", "c"], imgsz=imgsz, width=width, binary={"mode": "xnor"}).eval()
@@ -59,9 +59,9 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from detkd.kernels import xnor_kernel
-    from detkd.models.binary import BinaryConv2d
-    from detkd.models.binary_deploy import PackedBinaryConv2d
+    from detkd.binary.kernels import xnor_kernel
+    from detkd.binary.layers import BinaryConv2d
+    from detkd.binary.packing import PackedBinaryConv2d
 
     torch.set_num_threads(args.threads)
     kernel = xnor_kernel()

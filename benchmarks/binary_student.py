@@ -94,7 +94,7 @@ def measure(method: str, ckpt: Path, args: argparse.Namespace) -> dict:
     import torch
 
     from detkd.export.onnx import sample_images
-    from detkd.models.binary_deploy import pack_model, packed_sizes
+    from detkd.binary.packing import pack_model, packed_sizes
 
     spec = DATASETS[args.dataset]
     cfg = load_config(REPO / "configs" / "train" / f"{spec['train']}.py", {"data.root": data_root(args)})

@@ -233,11 +233,16 @@ class ChainOptions:
 
 @dataclass
 class BinaryOptions:
-    """``model.binary``: binarize the model's convs (:func:`detkd.models.binary.binarize_convs`)."""
+    """``model.binary``: binarize the model's convs (:func:`detkd.binary.layers.binarize_convs`).
+    ``policy``: ``all`` (every conv but the first and the prediction conv) or ``speed`` (only those
+    where the packed kernel measured faster than float: :data:`detkd.binary.policy.DEFAULT_RULE`);
+    ``keep``: conv names that stay float whatever the policy."""
 
     mode: str = option("xnor", choices=("bnn", "xnor"))
     keep_1x1: bool = False
     stochastic: bool = False
+    policy: str = option("all", choices=("all", "speed"))
+    keep: list[str] = option(factory=list)
 
 
 METHODS = ("singh", "l1", "taylor")

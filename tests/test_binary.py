@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from detkd.models.binary import (
+from detkd.binary.layers import (
     BinaryActivation, BinaryConv2d, clip_latent_weights_, sign_ste, stochastic_sign, xnor_input_scale,
 )
 
@@ -157,7 +157,7 @@ def test_binarized_student_keeps_first_and_prediction_convs_trains_and_reloads(t
     (3, 5, 3, 1, 1, 1, 7), (70, 9, 3, 2, 1, 1, 11), (64, 16, 1, 1, 0, 1, 6), (130, 33, 3, 2, 0, 1, 9), (17, 8, 3, 1, 2, 2, 8),
 ])
 def test_xnor_kernel_equals_float_simulation(mode, c_in, c_out, k, stride, pad, dil, size):
-    from detkd.models.binary_deploy import PackedBinaryConv2d
+    from detkd.binary.packing import PackedBinaryConv2d
 
     gen = torch.Generator().manual_seed(c_in * 31 + size)
     conv = BinaryConv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, bias=True, mode=mode)
@@ -175,7 +175,8 @@ def test_xnor_kernel_equals_float_simulation(mode, c_in, c_out, k, stride, pad, 
 
 def test_packed_checkpoint_is_32x_smaller_and_reloads_to_the_same_outputs(tmp_path):
     from detkd.engine.checkpoint import CheckpointError, save_detector
-    from detkd.models.binary_deploy import load_packed, pack_model, packed_sizes, save_packed
+    from detkd.binary.packing import pack_model, packed_sizes
+    from detkd.engine.checkpoint import load_packed, save_packed
     from detkd.models.factory import build_model
 
     torch.manual_seed(0)
@@ -197,3 +198,51 @@ def test_packed_checkpoint_is_32x_smaller_and_reloads_to_the_same_outputs(tmp_pa
         torch.testing.assert_close(pack_model(loaded)(x), reference, rtol=1e-4, atol=1e-4)  # on the kernel
     with pytest.raises(CheckpointError, match="not a packed binary checkpoint"):
         load_packed(tmp_path / "float.pth")
+
+
+def test_layer_policy_on_a_crafted_table():
+    from detkd.binary.policy import LayerRule, rule_from_table
+
+    rows = [dict(c_in=8, c_out=16, kernel=3, speedup=0.3), dict(c_in=16, c_out=32, kernel=3, speedup=1.6),
+            dict(c_in=32, c_out=64, kernel=3, speedup=1.2),  # a slow row above: 16 is not enough
+            dict(c_in=64, c_out=128, kernel=3, speedup=4.0), dict(c_in=128, c_out=16, kernel=1, speedup=0.9),
+            dict(c_in=256, c_out=256, kernel=1, speedup=2.0), dict(c_in=256, c_out=32, kernel=1, speedup=1.7)]
+    assert rule_from_table(rows, 1.5) == LayerRule(min_in_3x3=64, min_in_1x1=256, min_out_1x1=32)
+    never = rule_from_table([dict(c_in=64, c_out=8, kernel=1, speedup=0.5)], 1.5)
+    assert never.min_in_1x1 > 1e9 and never.min_in_3x3 > 1e9  # no 3x3 rows, no fast 1x1 row: nothing binarized
+    rule = LayerRule(min_in_3x3=64, min_in_1x1=256, min_out_1x1=32)
+    assert rule.allows(nn.Conv2d(64, 8, 3)) and not rule.allows(nn.Conv2d(63, 8, 3))
+    assert rule.allows(nn.Conv2d(256, 32, 1)) and not rule.allows(nn.Conv2d(256, 31, 1)) and not rule.allows(nn.Conv2d(255, 64, 1))
+    assert not rule.allows(nn.Conv2d(64, 64, 3, groups=2))
+
+
+def test_default_rule_is_the_one_the_committed_table_gives():
+    import json
+    from pathlib import Path
+
+    from detkd.binary.policy import DEFAULT_RULE, rule_from_table
+
+    table = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "binary_layers.json"
+    assert rule_from_table(json.loads(table.read_text())["rows"], 1.5) == DEFAULT_RULE
+
+
+def test_speed_policy_and_keep_choose_the_binary_convs():
+    from detkd.binary.policy import DEFAULT_RULE
+    from detkd.errors import ConfigError
+    from detkd.models.factory import build_model
+
+    def binary_names(**opts):
+        torch.manual_seed(0)
+        model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.5, binary={"mode": "xnor", **opts})
+        return model, [n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
+
+    _, every = binary_names()
+    model, fast = binary_names(policy="speed")
+    assert fast and set(fast) < set(every)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and name in every:  # what "all" binarizes, "speed" keeps where it loses
+            assert (name in fast) == DEFAULT_RULE.allows(module), name
+    _, kept = binary_names(policy="speed", keep=[fast[0]])
+    assert kept == fast[1:]
+    with pytest.raises(ConfigError, match="model.binary.keep"):
+        binary_names(keep=["backbone.nope"])

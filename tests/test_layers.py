@@ -7,7 +7,7 @@ The layer order is docs/DESIGN.md's ("Layout"), lowest first:
 2. ``config``: it reads datasets (``detkd.data``) and writes JSON (``detkd.fileio``) and imports nothing
    else from detkd, while the engine, distillation, pruning and the tools all read configs; so it sits
    just above data, which also keeps models, losses and the engine out of it.
-3. binary: ``kernels`` (and a future ``detkd/binary/``); ``models/binary.py`` stays in models for now
+3. ``binary``: layers, policy, packing, the native kernels and the latent-clip hook
 4. ``models``
 5. ``losses``
 6. ``export``
@@ -48,7 +48,6 @@ LAYERS: dict[str, int] = {
     "detkd.data": DATA,
     "detkd.ops": DATA,
     "detkd.config": CONFIG,
-    "detkd.kernels": BINARY,
     "detkd.binary": BINARY,
     "detkd.models": MODELS,
     "detkd.losses": LOSSES,
@@ -62,12 +61,7 @@ LAYERS: dict[str, int] = {
 
 # Known upward imports, (importing module, imported module) -> why it is still here. Mend one and
 # remove its entry: test_allow_list_entries_still_exist fails on entries that no longer occur.
-ALLOWED: dict[tuple[str, str], str] = {
-    # The one known break left, for the binarization work: the deployed binary model saves and
-    # loads itself through the engine's checkpoint files (write_checkpoint, load_checkpoint_file,
-    # detector_from_checkpoint, detector_meta).
-    ("detkd.models.binary_deploy", "detkd.engine.checkpoint"): "binary deploy <-> checkpoint files",
-}
+ALLOWED: dict[tuple[str, str], str] = {}  # none left: every detkd import points downward
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def test_missing_teacher_is_a_clear_error(tiny_data, tmp_path):
 
 
 def test_binarized_student_distilled_from_a_float_teacher(tiny_data, yolo_teacher, tmp_path):
-    from detkd.models.binary import BinaryConv2d
+    from detkd.binary.layers import BinaryConv2d
 
     opts = [*_options(tiny_data, 1), "unlabeled.ratio=0", "model.binary.mode=bnn", "model.binary.keep_1x1=False"]
     _run("train_distill.py", "distill/fyolo_synthetic.py", tmp_path, opts, "--teacher-ckpt", str(yolo_teacher))

@@ -45,7 +45,9 @@ __all__ = [
     "load_weights",
     "load_checkpoint_file",
     "load_detector",
+    "load_packed",
     "save_detector",
+    "save_packed",
     "write_checkpoint",
 ]
 
@@ -180,6 +182,35 @@ def save_detector(detector: nn.Module, path: str | os.PathLike[str]) -> Path:
     :func:`load_detector` with ``weights_only=True``."""
     state = {f"detector.{k}": v.detach().cpu() for k, v in detector.state_dict().items()}
     return write_checkpoint(path, detector_meta(detector), state)
+
+
+def save_packed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` with 1-bit binary conv weights (:func:`detkd.binary.packing.pack_state`), atomically;
+    ``meta.detkd.packed_binary`` lists the packed layers and their weight shapes."""
+    from detkd.binary.packing import pack_state
+
+    state, layers = pack_state(model)
+    return write_checkpoint(path, {**detector_meta(model), "packed_binary": layers}, state)
+
+
+def load_packed(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild a model written by :func:`save_packed` (the float simulation, latent weights ``±alpha``;
+    :func:`detkd.binary.packing.pack_model` puts it on the XNOR kernel).
+
+    Raises:
+        CheckpointError: not a packed checkpoint, or tensors that do not fit the model.
+    """
+    from detkd.binary.packing import unpack_state
+
+    checkpoint = load_checkpoint_file(path)
+    meta = checkpoint.get("meta", {}).get("detkd", {})
+    if "packed_binary" not in meta:
+        raise CheckpointError(f"{path}: not a packed binary checkpoint (no meta.detkd.packed_binary)")
+    try:
+        state = unpack_state(dict(checkpoint["state_dict"]), meta["packed_binary"], str(path))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    return detector_from_checkpoint({"meta": checkpoint["meta"], "state_dict": state}, str(path))
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

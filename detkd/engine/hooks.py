@@ -1,5 +1,6 @@
 """mmengine hooks detkd adds: self-describing, safely loadable checkpoints, the console's epoch lines,
-per-epoch augmentation seeds and BNN latent-weight clipping."""
+per-epoch augmentation seeds (BNN latent-weight clipping lives with the binary layers:
+:class:`detkd.binary.hooks.LatentWeightClipHook`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from mmengine.model import is_model_wrapper
 from tqdm import tqdm
 
 from detkd.engine.checkpoint import detector_meta
-from detkd.models.binary import BinaryConv2d, clip_latent_weights_
 
-__all__ = ["CheckpointMetaHook", "EpochSeedHook", "EpochSummaryHook", "LatentWeightClipHook", "from_plain", "to_plain"]
+__all__ = ["CheckpointMetaHook", "EpochSeedHook", "EpochSummaryHook", "from_plain", "to_plain"]
 
 _BUFFER = "__history_buffer__"
 
@@ -172,21 +172,3 @@ class EpochSeedHook(Hook):
         model = getattr(runner.model, "module", runner.model)  # DDP wraps it
         if hasattr(model, "set_epoch"):
             model.set_epoch(runner.epoch)
-
-
-class LatentWeightClipHook(Hook):
-    """BNN training: after every optimizer step, clip the latent weights of the detector's binary
-    convs to [-1, 1] (outside it the straight-through gradient is zero). Does nothing for a model
-    without binary layers."""
-
-    priority = "LOW"
-
-    def __init__(self) -> None:
-        self._active = False
-
-    def before_train(self, runner: Any) -> None:
-        self._active = any(isinstance(m, BinaryConv2d) for m in _detector(runner).modules())
-
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        if self._active:
-            clip_latent_weights_(_detector(runner))

@@ -36,7 +36,8 @@ from detkd.engine.amp import CpuBf16OptimWrapper, cpu_bf16_supported
 from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
 from detkd.engine.console import console_level
-from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook, LatentWeightClipHook
+from detkd.binary.hooks import LatentWeightClipHook
+from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook
 from detkd.engine.model import DetectorModel
 from detkd.engine.run_state import RunState
 from detkd.errors import ConfigError, RunStateError

@@ -39,6 +39,7 @@ from detkd.models.factory import register_model
 from detkd.models.heads import PassthroughNeck, PlainNeck, StackingNeck, YoloHead
 from detkd.models.yolo_loss import YoloLossWeights, yolo_loss
 from detkd.ops.nms import select_detections
+from detkd.errors import ConfigError
 from detkd.options import BinaryOptions, parse_section
 
 __all__ = ["VOC_ANCHORS_GRID", "YoloDetector", "default_anchors", "fyolo", "tiny_yolov2", "yolo_decode", "yolov2"]
@@ -167,17 +168,23 @@ class YoloDetector(nn.Module):
 def _detector(backbone: DarknetBackbone, neck: nn.Module, class_names: list[str], imgsz: int,
               anchors: list[list[float]] | None, binary: dict[str, Any] | None = None) -> YoloDetector:
     """Assemble the detector; ``binary`` (e.g. ``{"mode": "xnor", "keep_1x1": True}``) binarizes every
-    conv but the first and the prediction conv (:func:`detkd.models.binary.binarize_convs`)."""
+    conv but the first and the prediction conv (:func:`detkd.binary.layers.binarize_convs`)."""
     if not class_names:
         raise ValueError("class_names must not be empty")
     anchors = anchors if anchors is not None else default_anchors(imgsz)
     head = YoloHead(neck.out_channels, len(anchors), len(class_names))  # type: ignore[arg-type]
     detector = YoloDetector(backbone, neck, head, class_names, imgsz, anchors)
     if binary:
-        from detkd.models.binary import binarize_convs
+        from detkd.binary.layers import binarize_convs
+        from detkd.binary.policy import DEFAULT_RULE, select_binary_convs
 
         opts = parse_section(BinaryOptions, binary, "model.binary")
-        binarize_convs(detector, skip=("head.conv",), mode=opts.mode, keep_1x1=opts.keep_1x1, stochastic=opts.stochastic)
+        try:
+            only = select_binary_convs(detector, DEFAULT_RULE if opts.policy == "speed" else None, opts.keep, skip=("head.conv",))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        binarize_convs(detector, skip=("head.conv",), mode=opts.mode, keep_1x1=opts.keep_1x1, stochastic=opts.stochastic,
+                       only=only)
     return detector
 
 
@@ -237,7 +244,7 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
     not to multiples of 8, so width 1 keeps the paper's 4-channel squeeze; reorg multiplies them by
     64, 16 and 4 anyway. ``depth`` = number of extra 1x1 convs after the narrow 3x3 conv.
     ``binary``: binarize every conv but the first and the prediction conv, e.g.
-    ``{"mode": "xnor", "keep_1x1": True}`` (see :func:`detkd.models.binary.binarize_convs`).
+    ``{"mode": "xnor", "keep_1x1": True}`` (see :func:`detkd.binary.layers.binarize_convs`).
     """
     backbone = tiny_darknet(width)
     squeeze = [max(1, round(c * width)) for c in (stack_channels or FYOLO_SQUEEZE)]

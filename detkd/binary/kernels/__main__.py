@@ -1,10 +1,10 @@
-"""``python -m detkd.kernels``: compile detkd's native kernels now (``make`` runs it after installing)."""
+"""``python -m detkd.binary.kernels``: compile detkd's native kernels now (``make`` runs it after installing)."""
 
 from __future__ import annotations
 
 import sys
 
-from detkd.kernels import KernelBuildError, build_dir, xnor_kernel
+from detkd.binary.kernels import KernelBuildError, build_dir, xnor_kernel
 
 
 def main() -> int:

@@ -1,9 +1,9 @@
 """Native CPU kernels, compiled once per environment with PyTorch's C++ extension tools.
 
-``make`` builds them right after installing detkd (``python -m detkd.kernels``), so a missing compiler
+``make`` builds them right after installing detkd (``python -m detkd.binary.kernels``), so a missing compiler
 shows up at install time with a clear message, not in the middle of a run. They are compiled for the
 machine they are built on (``-march=native``: AVX-512 VPOPCNTQ where the CPU has it) into
-``<sys.prefix>/share/detkd/kernels/``, i.e. inside the virtual environment; rebuilding happens
+``<sys.prefix>/share/detkd/binary/kernels/``, i.e. inside the virtual environment; rebuilding happens
 automatically when the source changes.
 """
 

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -157,12 +158,13 @@ def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def binarize_convs(model: nn.Module, mode: str = "xnor", keep_1x1: bool = False, stochastic: bool = False,
-                   skip: tuple[str, ...] = ()) -> list[str]:
+                   skip: tuple[str, ...] = (), only: Collection[str] | None = None) -> list[str]:
     """Replace every dense ``nn.Conv2d`` of ``model`` by a :class:`BinaryConv2d` (same geometry, its
     weights clipped to [-1, 1] as latent weights), in place; returns the replaced module names.
 
     Kept full precision: the first conv in module order (it reads the RGB image), the convs named in
-    ``skip`` (the prediction layer), grouped convs, and with ``keep_1x1`` every 1x1 conv.
+    ``skip`` (the prediction layer), grouped convs, with ``keep_1x1`` every 1x1 conv, and when
+    ``only`` is given every conv it does not name (a layer policy: :mod:`detkd.binary.policy`).
 
     Block order: detkd's conv blocks are Conv -> BN -> LeakyReLU (-> pool), so each binary conv reads
     a BN -> LeakyReLU output and signs it inside; ``sign(LeakyReLU(y)) = sign(y)``, which gives
@@ -175,7 +177,8 @@ def binarize_convs(model: nn.Module, mode: str = "xnor", keep_1x1: bool = False,
     first = convs[0][0]
     replaced = []
     for name, conv in convs:
-        if name == first or name in skip or conv.groups != 1 or (keep_1x1 and conv.kernel_size == (1, 1)):
+        if name == first or name in skip or conv.groups != 1 or (keep_1x1 and conv.kernel_size == (1, 1)) \
+                or (only is not None and name not in only):
             continue
         replace_module(model, name, BinaryConv2d.from_conv(conv, mode, binarize_input=True, stochastic=stochastic))
         replaced.append(name)

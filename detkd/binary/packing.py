@@ -1,34 +1,33 @@
-"""Deploying binarized models: bit-packed checkpoints and the XNOR/popcount inference path.
+"""Deploying binarized models: bit-packed weights and the XNOR/popcount inference path.
 
-- :class:`PackedBinaryConv2d` — inference twin of :class:`~detkd.models.binary.BinaryConv2d`: the sign
-  bits of the weights packed 64 channels per word for the C++ kernel (:mod:`detkd.kernels`), the input
+- :class:`PackedBinaryConv2d` — inference twin of :class:`~detkd.binary.layers.BinaryConv2d`: the sign
+  bits of the weights packed 64 channels per word for the C++ kernel (:mod:`detkd.binary.kernels`), the input
   signed and packed on the fly, ``sum sign(x) sign(w)`` by XNOR + popcount, then XNOR-Net's
   ``K * alpha`` and the bias in PyTorch. Same outputs as the float simulation (integer sums are exact).
 - :func:`pack_model` — a copy of a model with every binary conv on that kernel.
-- :func:`save_packed` / :func:`load_packed` — a checkpoint where each binary conv's weights are one
+- :func:`pack_state` / :func:`unpack_state` — a state dict where each binary conv's weights are one
   bit each (``np.packbits`` of the flattened filter, so 32x smaller than float32 up to the last byte of
-  each filter) plus its per-filter ``alpha``; everything else stays float. Loading rebuilds the model
-  from its spec with latent weights ``±alpha``, which reproduces the original's outputs exactly.
+  each filter) plus its per-filter ``alpha``; everything else stays float. Unpacking gives latent
+  weights ``±alpha``, which reproduce the original's outputs exactly. The checkpoint files around
+  them are the engine's (:func:`detkd.engine.checkpoint.save_packed` / ``load_packed``).
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from detkd.models.binary import BinaryConv2d, box_filter, replace_module
+from detkd.binary.layers import BinaryConv2d, box_filter, replace_module
 
-__all__ = ["PackedBinaryConv2d", "load_packed", "pack_model", "packed_sizes", "save_packed"]
+__all__ = ["PackedBinaryConv2d", "pack_model", "pack_state", "packed_sizes", "unpack_state"]
 
 
 def _kernel() -> Any:
-    from detkd.kernels import xnor_kernel
+    from detkd.binary.kernels import xnor_kernel
 
     return xnor_kernel()  # compiled once per environment, cached per process
 
@@ -84,10 +83,9 @@ def _bits(weight: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.packbits(flat, axis=1))
 
 
-def save_packed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` with 1-bit binary conv weights (see the module docstring), atomically."""
-    from detkd.engine.checkpoint import detector_meta, write_checkpoint
-
+def pack_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """``model``'s state dict with every binary conv's ``weight`` replaced by ``weight_bits``
+    (``UInt8[O, ceil(C*kh*kw / 8)]``) and ``alpha`` (``Float[O]``), and the packed layers' weight shapes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     layers = {}
     for name, conv in _binary_convs(model):
@@ -95,32 +93,27 @@ def save_packed(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         state[f"{name}.weight_bits"] = _bits(conv.weight)
         state[f"{name}.alpha"] = conv.alpha().detach().cpu().float()
         layers[name] = list(conv.weight.shape)
-    return write_checkpoint(path, {**detector_meta(model), "packed_binary": layers}, state)
+    return state, layers
 
 
-def load_packed(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a model written by :func:`save_packed` (float simulation; :func:`pack_model` it for the kernel).
+def unpack_state(state: dict[str, Any], layers: dict[str, list[int]], source: str) -> dict[str, Any]:
+    """The inverse of :func:`pack_state`: latent weights ``sign * alpha`` back in place of the bits.
 
     Raises:
-        CheckpointError: not a packed checkpoint, or tensors that do not fit the model.
+        ValueError: a packed layer lacks its bits or alpha, or they do not fit its shape (``source``
+            names the file in the message).
     """
-    from detkd.engine.checkpoint import CheckpointError, detector_from_checkpoint, load_checkpoint_file
-
-    checkpoint = load_checkpoint_file(path)
-    meta = checkpoint.get("meta", {}).get("detkd", {})
-    if "packed_binary" not in meta:
-        raise CheckpointError(f"{path}: not a packed binary checkpoint (no meta.detkd.packed_binary)")
-    state: dict[str, Any] = dict(checkpoint["state_dict"])
-    for name, shape in meta["packed_binary"].items():
+    state = dict(state)
+    for name, shape in layers.items():
         bits, alpha = state.pop(f"{name}.weight_bits", None), state.pop(f"{name}.alpha", None)
         if bits is None or alpha is None:
-            raise CheckpointError(f"{path}: packed layer {name} lacks its bits or alpha")
+            raise ValueError(f"{source}: packed layer {name} lacks its bits or alpha")
         n = int(np.prod(shape[1:]))
         signs = np.unpackbits(bits.numpy(), axis=1, count=n).astype(np.float32) * 2 - 1
         if signs.shape != (shape[0], n) or alpha.shape != (shape[0],):
-            raise CheckpointError(f"{path}: packed layer {name} does not have {shape[0]} filters of {n} bits")
+            raise ValueError(f"{source}: packed layer {name} does not have {shape[0]} filters of {n} bits")
         state[f"{name}.weight"] = torch.from_numpy(signs).view(shape) * alpha.view(-1, 1, 1, 1)
-    return detector_from_checkpoint({"meta": checkpoint["meta"], "state_dict": state}, str(path))
+    return state
 
 
 def packed_sizes(model: nn.Module) -> dict[str, int]:
