@@ -52,3 +52,24 @@ def test_failed_export_writes_nothing(tmp_path):
     with pytest.raises(ExportError):
         export_onnx(Broken(), tmp_path / "broken.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "kwargs", "imgsz"), [MODELS[2], MODELS[3]], ids=["fyolo", "ssd_cpu"])
+def test_int8_export_runs_in_onnxruntime_close_to_float(name, kwargs, imgsz, tmp_path):
+    import onnx
+
+    from detkd.export.int8 import int8_parity, quantize_int8
+
+    model = build_model(name, class_names=CLASSES, imgsz=imgsz, **kwargs)
+    _randomise(model)
+    gen = torch.Generator().manual_seed(1)
+    calibration, images = torch.rand(16, 3, imgsz, imgsz, generator=gen), torch.rand(3, 3, imgsz, imgsz, generator=gen)
+    export_onnx(model, tmp_path / "float.onnx", check_images=images)
+    out = quantize_int8(tmp_path / "float.onnx", tmp_path / "model.int8.onnx", calibration)
+    ops = {node.op_type for node in onnx.load(out).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a QDQ graph: int8 weights, uint8 activations
+    assert out.stat().st_size < 0.5 * (tmp_path / "float.onnx").stat().st_size
+    parity = int8_parity(model, out, images)
+    assert parity.relative_error < 0.1, str(parity)
+    assert parity.detections > 0 and parity.match_rate >= 0.8, str(parity)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.onnx", "model.int8.onnx"]  # no temp file left

@@ -114,6 +114,13 @@ def test_eval_export_and_benchmark_tools_on_a_trained_checkpoint(trained, tiny_d
     proc = _tool("export.py", CONFIG, ckpt, "--out", tmp_path / "model.onnx", *opts)
     assert proc.returncode == 0, proc.stderr
     assert "onnxruntime parity on 4 images" in proc.stdout and (tmp_path / "model.onnx").is_file()
+    proc = _tool("export.py", CONFIG, ckpt, "--out", tmp_path / "model.int8.onnx", "--int8", "--calib-images", "6", *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert "INT8, " in proc.stdout and "calibrated on 6 train images" in proc.stdout and "float detections found again" in proc.stdout
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
 
     proc = _tool("benchmark.py", CONFIG, f"student={ckpt}", "--out-dir", tmp_path / "bench", "--iters", "2", "--threads", "1", *opts)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,129 @@
+"""INT8 reference: a float ONNX detector quantized by ONNX Runtime's static quantization.
+
+:func:`quantize_int8` takes the float graph that :func:`detkd.export.onnx.export_onnx` wrote and
+verified, runs ONNX Runtime's pre-processing (shape inference, graph optimisation), calibrates the
+activation ranges on real letterboxed images (min/max over the calibration set) and writes a QDQ
+model: int8 weights per output channel (``per_channel``), uint8 activations. ONNX Runtime's CPU
+provider fuses the QDQ pairs into integer convolutions (VNNI where the CPU has it). The output
+names and shapes are the float graph's, so decoding and NMS are unchanged; :func:`int8_parity`
+says how far its raw outputs and its detections drift from the float model's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from detkd.export.onnx import ExportError
+from detkd.fileio import TEMP_SUFFIX, new_file_mode
+
+__all__ = ["Int8Parity", "int8_parity", "quantize_int8"]
+
+
+class _Images:
+    """ONNX Runtime's ``CalibrationDataReader`` over a ``Float[N, 3, S, S]`` tensor, one image per call."""
+
+    def __init__(self, images: torch.Tensor, input_name: str = "images") -> None:
+        self.batches = [{input_name: images[i:i + 1].numpy().astype(np.float32)} for i in range(len(images))]
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.batches):
+            return None
+        self.position += 1
+        return self.batches[self.position - 1]
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str], calibration: torch.Tensor,
+                  per_channel: bool = True) -> Path:
+    """Write ``out``: ``float_onnx`` statically quantized (QDQ, int8 weights, uint8 activations), its
+    activation ranges calibrated on ``calibration`` (``Float[N, 3, S, S]`` in [0, 1]), atomically.
+
+    Raises:
+        ExportError: quantization failed (the message names the float model); nothing is written.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if len(calibration) == 0:
+        raise ExportError(f"{float_onnx}: no calibration images for the INT8 model")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
+    os.fchmod(fd, new_file_mode())
+    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = Path(work) / "prepared.onnx"
+            quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), tmp, _Images(calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(exc, Exception):
+            raise
+        raise ExportError(f"INT8 quantization of {float_onnx} failed: {exc}") from exc
+    return out
+
+
+@dataclass
+class Int8Parity:
+    """How the INT8 model's outputs compare with the float model's on the same images.
+
+    ``relative_error``: ``||int8 - float|| / ||float||`` over all raw outputs; ``matched``: float
+    detections (score >= ``score``) that the INT8 model also finds (same class, and IoU >= 0.5 or
+    every corner within 2 % of the input size, which also matches tiny boxes), out of ``detections``."""
+
+    relative_error: float
+    matched: int
+    detections: int
+
+    @property
+    def match_rate(self) -> float:
+        return self.matched / self.detections if self.detections else 1.0
+
+    def __str__(self) -> str:
+        return (f"raw outputs within {100 * self.relative_error:.1f} % of float; {self.matched}/{self.detections} "
+                f"float detections found again")
+
+
+def int8_parity(detector: nn.Module, int8_onnx: str | os.PathLike[str], images: torch.Tensor, threads: int | None = None,
+                score: float = 0.3) -> Int8Parity:
+    """Compare the INT8 graph with ``detector`` (float, PyTorch) on ``images`` ``Float[B, 3, S, S]``."""
+    from torchvision.ops import box_iou
+
+    from detkd.export.onnx import flatten_outputs, ort_session, run_onnx
+
+    detector = detector.eval()
+    with torch.no_grad():
+        ref = detector(images)
+    ref_flat, names = flatten_outputs(ref)
+    got: Any = run_onnx(ort_session(int8_onnx, threads), images, names)
+    got_flat, _ = flatten_outputs(got)
+    diff = sum(float((g.float() - r.float()).pow(2).sum()) for g, r in zip(got_flat, ref_flat, strict=True))
+    norm = sum(float(r.float().pow(2).sum()) for r in ref_flat)
+    matched = total = 0
+    for want, have in zip(detector.decode(ref), detector.decode(got), strict=True):
+        keep = want["scores"] >= score
+        boxes, labels = want["boxes"][keep], want["labels"][keep]
+        total += len(boxes)
+        if len(boxes) and len(have["boxes"]):
+            iou = box_iou(boxes, have["boxes"])
+            near = (boxes[:, None, :] - have["boxes"][None, :, :]).abs().amax(dim=-1) <= 0.02 * images.shape[-1]
+            same = labels[:, None] == have["labels"][None, :]
+            matched += int((((iou >= 0.5) | near) & same).any(dim=1).sum())
+    return Int8Parity((diff / max(norm, 1e-12)) ** 0.5, matched, total)
