@@ -122,11 +122,14 @@ def test_eval_export_and_benchmark_tools_on_a_trained_checkpoint(trained, tiny_d
     session = ort.InferenceSession(str(tmp_path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
 
-    proc = _tool("benchmark.py", CONFIG, f"student={ckpt}", "--out-dir", tmp_path / "bench", "--iters", "2", "--threads", "1", *opts)
+    proc = _tool("benchmark.py", CONFIG, f"student={ckpt}", "--out-dir", tmp_path / "bench", "--iters", "2", "--threads", "1",
+                 "--int8", "--calib-images", "4", *opts)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
-    row = report["rows"][0]
-    assert report["machine"]["threads"] == 1 and row["name"] == "student"
+    row, int8 = report["rows"]
+    assert report["machine"]["threads"] == 1 and row["name"] == "student" and row["precision"] == "float32"
+    assert int8["name"] == "student:int8" and int8["precision"] == "int8" and int8["calibration_images"] == 4
+    assert 0.0 <= int8["mAP50"] <= 1.0 and int8["onnx_latency_ms"] > 0 and int8["onnx_size_mb"] < row["onnx_size_mb"]
     for key in ("params", "flops", "mAP50", "AP", "onnx_latency_ms", "torch_latency_ms", "decode_ms"):
         assert key in row
     assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 0

@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "machine_info", "time_fn",
-           "train_step_ms"]
+__all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "evaluate_and_time_int8",
+           "machine_info", "time_fn", "train_step_ms"]
 
 
 @dataclass
@@ -151,3 +151,38 @@ def evaluate_and_time(
            "voc_AP50": metrics["voc_AP50"], "voc07_AP50": metrics["voc07_AP50"]}
     row.update(benchmark_detector(detector, imgsz, threads, onnx_path, image=images[:1], iters=iters))
     return row
+
+
+def evaluate_and_time_int8(
+    name: str, detector: nn.Module, index: Any, out_dir: str | Path, threads: int, dataset: str, calibration_index: Any,
+    calibration_images: int = 200, iters: int = 30, batch_size: int = 8, decode: DecodeConfig | None = None,
+) -> dict[str, Any]:
+    """One results row for ``detector`` quantized to INT8 (:mod:`detkd.export.int8`, calibrated on the
+    first ``calibration_images`` images of ``calibration_index``, letterboxed to the model's size): its
+    mAP through ONNX Runtime and its ONNX Runtime latency at batch 1; ``params``/``flops`` are the
+    float model's.
+
+    Writes ``out_dir/<name>.int8.onnx`` (and the verified float graph ``out_dir/<name>.float.onnx``).
+    """
+    from detkd.engine.evaluate import evaluate_model
+    from detkd.export.int8 import OnnxRuntimeDetector, int8_parity, quantize_int8
+    from detkd.export.onnx import export_onnx, sample_images
+
+    out_dir = Path(out_dir)
+    imgsz = int(detector.imgsz)
+    images = sample_images(index, imgsz, count=4)
+    calibration = sample_images(calibration_index, imgsz, count=calibration_images)
+    float_path, int8_path = out_dir / f"{name}.float.onnx", out_dir / f"{name}.int8.onnx"
+    export_onnx(detector, float_path, imgsz, check_images=images)
+    quantize_int8(float_path, int8_path, calibration)
+    torch.set_num_threads(threads)
+    wrapped = OnnxRuntimeDetector(int8_path, detector, threads)
+    metrics, _ = evaluate_model(wrapped, index, batch_size=batch_size, progress=False, decode_cfg=decode)
+    feed = {"images": images[:1].numpy()}
+    timing = time_fn(lambda: wrapped.session.run(None, feed), 5, iters)
+    parity = int8_parity(detector, int8_path, images, threads)
+    return {"name": name, "dataset": dataset, "mAP50": metrics["AP50"], "AP": metrics["AP"], "voc_AP50": metrics["voc_AP50"],
+            "voc07_AP50": metrics["voc07_AP50"], "imgsz": imgsz, "threads": threads, "params": count_params(detector),
+            "flops": count_flops(detector, imgsz), "onnx_latency_ms": timing.median_ms, "onnx_latency": asdict(timing),
+            "onnx_fps": 1000.0 / timing.median_ms, "onnx_size_mb": int8_path.stat().st_size / 2**20, "precision": "int8",
+            "int8_relative_error": parity.relative_error, "int8_match_rate": parity.match_rate, "calibration_images": len(calibration)}
