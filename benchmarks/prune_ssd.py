@@ -3,7 +3,7 @@
 
     python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
         [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
-        [--only singh l1 taylor ssd300] [--threads 2]
+        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency] [--threads 2]
 
 Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
 dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
@@ -18,6 +18,16 @@ original timed in the same run.
 ``ssd300`` rows: torchvision's SSD300-VGG16 at paper scale (random weights, 21 VOC classes, 300 px)
 pruned with L1 at each ratio: params, FLOPs, ONNX size and latency only (mAP is None; retraining it
 is too slow for a 2-core CPU).
+
+``--variant`` adds the options of the pruning work on top of the paper's recipe (``VARIANTS``):
+``rounded`` (every pruned conv keeps a multiple of 8 filters), ``distill`` (+ retraining with output
+distillation from the unpruned SSD), ``group`` / ``bn_scale`` (+ Singh's sparsity stage with group-lasso
+or BatchNorm-scale penalty), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
+the layer latency table). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
+and ``subject`` (the checkpoint's model and width), so a width-0.5 SSD and the width-0.25 one sit in
+one table; ``flop_ratio`` and ``flops_to_latency`` (speedup / flop_ratio) show how much of the FLOP
+reduction became time. For Singh rows the report adds the sparsity curve: the fraction of filters
+emptied (below 1 % of their layer's mean BN-folded norm) after each sparsity epoch, per variant.
 
 Resumable: the tool resumes its stages; rows already in the results file are skipped.
 Outputs: benchmarks/results/prune_ssd.{json,md,png}.
@@ -39,8 +49,17 @@ from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, w
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
-COLUMNS = ["method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops", "onnx_size_mb",
-           "onnx_latency_ms", "speedup", "mAP50", "AP"]
+COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops",
+           "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP"]
+ROUNDED = ["prune.round_to=8"]
+VARIANTS = {  # extra prune options per variant (the methods they do not apply to ignore them)
+    "paper": ["prune.round_to=1"],
+    "rounded": ROUNDED,
+    "distill": [*ROUNDED, "prune.retrain.distill=True"],
+    "group": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group"],
+    "bn_scale": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=bn_scale"],
+    "latency": [*ROUNDED, "prune.retrain.distill=True", "prune.latency_aware=True"],
+}
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 
@@ -53,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--only", nargs="+", choices=["singh", "l1", "taylor", "ssd300"], default=["singh", "l1", "taylor", "ssd300"])
+    parser.add_argument("--variant", choices=list(VARIANTS), default="paper", help="pruning options on top of the method (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--retime", action="store_true",
                         help="re-run the report stage (evaluation + latency) of every finished BCCD row, one after the other on a quiet machine")
@@ -61,10 +81,15 @@ def parse_args() -> argparse.Namespace:
 
 def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages: list[str] | None = None) -> list[dict]:
     """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
-    work = WORK / (method if ratio is None else f"{method}_{ratio:g}")
+    subject = subject_name(args.checkpoint)
+    folder = method if ratio is None else f"{method}_{ratio:g}"
+    if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
+        folder = f"{subject}/{args.variant}/{folder}"
+    work = WORK / folder
     cmd = [sys.executable, "tools/prune.py", "configs/prune/ssd_cpu_bccd.py", "--checkpoint", str(args.checkpoint),
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
-           f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}"]
+           f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}",
+           *VARIANTS[args.variant]]
     if ratio is not None:
         cmd += ["--ratio", str(ratio)]
     if stages:
@@ -78,16 +103,39 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
     rows = []
     for row in report["rows"]:
         row = {k: v for k, v in row.items() if k not in ("onnx_outputs",)}
-        row.update(dataset="bccd", split="val", work_dir=str(work.relative_to(REPO)))
+        row.update(dataset="bccd", split="val", work_dir=str(work.relative_to(REPO)), subject=subject, variant=args.variant)
+        tag = "" if (args.variant, subject) == ("paper", "ssd_cpu_w0.25") else f"{subject}_{args.variant}_"
         if row["method"] == "unpruned":
-            row.update(name="bccd_unpruned", ratio=0.0, epochs=None)
+            row.update(name=f"bccd_{subject}_unpruned" if tag else "bccd_unpruned", ratio=0.0, epochs=None, variant=None)
         else:
-            row.update(name=f"bccd_{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}",
+            row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}",
                        ratio=round(removed, 3), requested_ratio=ratio,
                        epochs=args.retrain_epochs if row["retrained"] else 0,
-                       sparsity_epochs=args.sparsity_epochs if method == "singh" else 0)
+                       sparsity_epochs=args.sparsity_epochs if method == "singh" else 0,
+                       sparsity_curve=sparsity_curve(work / "sparsity") if method == "singh" else None,
+                       sweep=json.loads((work / "sweep.json").read_text()) if method == "singh" else None)
         rows.append(row)
     return rows
+
+
+def subject_name(checkpoint: Path) -> str:
+    """``<model>_w<width>`` from the checkpoint's stored model spec (``ssd_cpu_w0.5``)."""
+    from detkd.engine.checkpoint import load_checkpoint_file
+
+    spec = load_checkpoint_file(checkpoint).get("meta", {}).get("detkd", {}).get("model", {})
+    return f"{spec.get('name', 'model')}_w{spec.get('kwargs', spec).get('width', '?')}"
+
+
+def sparsity_curve(work: Path) -> list[float]:
+    """Per sparsity epoch, the mean logged ``filters_empty`` (fraction of the layer set's filters
+    below 1 % of their layer's mean BN-folded norm); empty for runs logged before it existed."""
+    per_epoch: dict[int, list[float]] = {}
+    for scalars in work.glob("2*/vis_data/scalars.json"):
+        for line in scalars.read_text().splitlines():
+            entry = json.loads(line)
+            if "filters_empty" in entry:
+                per_epoch.setdefault(int(entry["epoch"]), []).append(float(entry["filters_empty"]))
+    return [round(sum(v) / len(v), 4) for _, v in sorted(per_epoch.items())]
 
 
 def ssd300_rows(args: argparse.Namespace) -> list[dict]:
@@ -133,16 +181,18 @@ def main() -> int:
             jobs.append(("singh", None))
         elif method in ("l1", "taylor"):
             jobs += [(method, r) for r in args.ratios]
+    subject = subject_name(args.checkpoint) if jobs else None
     for method, ratio in jobs:
+        done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant)
         if args.retime:
-            if results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd"):
+            if done:
                 for row in prune_row(method, ratio, args, ["report"]):
                     results.add({**row, "command": command}, key=("name", "dataset"))
             continue
-        if results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd"):
+        if done:
             continue
         for row in prune_row(method, ratio, args):
-            if row["method"] == "unpruned" and results.has(method="unpruned", dataset="bccd"):
+            if row["method"] == "unpruned" and results.has(method="unpruned", dataset="bccd", subject=subject):
                 continue
             results.add({**row, "command": command}, key=("name", "dataset"))
     if "ssd300" in args.only and (args.retime or not results.has(dataset="voc_shape_random_weights")):
@@ -161,17 +211,24 @@ def write_report(results: ResultsFile) -> None:
     text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs). {note}\n\n" + markdown_table(bccd, COLUMNS)
             + f"\n**SSD300-VGG16** (torchvision architecture, random weights, 21 classes, 300 px; no mAP). {note}\n\n"
             + markdown_table(big, ["method", "ratio", "params", "param_ratio", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup"]))
-    sweep = WORK / "singh" / "sweep.json"
-    if sweep.is_file():  # the Singh row's validation sweep of the global threshold (BN-folded |w|)
-        data = json.loads(sweep.read_text())
+    curves = [r for r in bccd if r.get("sparsity_curve") and r["retrained"]]
+    if curves:
+        text += ("\n**Sparsity curves** (fraction of the layer set's filters emptied - below 1 % of their layer's mean "
+                 "BN-folded norm - after each sparsity epoch).\n\n"
+                 + markdown_table([dict(r, curve=", ".join(f"{v:.2f}" for v in r["sparsity_curve"])) for r in curves],
+                                  ["subject", "variant", "sparsity_epochs", "curve"]))
+    for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
+        data = row["sweep"]
         rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]
-        text += ("\n**Singh threshold sweep** (BCCD val, the sparse model after its L1 epochs; weights zeroed below "
-                 "each threshold of the BN-folded magnitude; `chosen`: the largest within 1 mAP50 point of threshold 0).\n\n"
-                 + markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
+        text += (f"\n**Singh threshold sweep, {row['subject']} {row['variant']}** (BCCD val, the sparse model after its "
+                 "sparsity epochs; weights zeroed below each threshold of the BN-folded magnitude; `chosen`: the largest "
+                 "within 1 mAP50 point of threshold 0).\n\n" + markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
     write_markdown(RESULTS / "prune_ssd.md", text)
     if bccd:
-        plot_map_vs_fps([dict(r, name=f"{r['method']} {r['ratio']:g}{'' if r['retrained'] else ' (no retrain)'}")
-                         for r in bccd], RESULTS / "prune_ssd.png", "SSD pruning on BCCD: mAP50 vs ONNX Runtime FPS")
+        plot_map_vs_fps([dict(r, name=f"{r['method']} {r['ratio']:g}{'' if r['retrained'] else ' (no retrain)'}"
+                                         + (f" [{r.get('variant')}]" if r.get("variant") not in (None, "paper") else ""),
+                              dataset=r.get("subject", "ssd_cpu_w0.25")) for r in bccd],
+                        RESULTS / "prune_ssd.png", "SSD pruning on BCCD: mAP50 vs ONNX Runtime FPS")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from detkd.options import DecodeConfig, PruneOptions
 
 __all__ = ["COLUMNS", "add_to_results", "write_report"]
 
-COLUMNS = ["name", "params", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup", "param_ratio", "mAP50", "AP"]
+COLUMNS = ["name", "params", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup", "param_ratio", "flop_ratio",
+           "flops_to_latency", "mAP50", "AP"]
 
 
 def write_report(models: dict[str, nn.Module], index: DatasetIndex, work_dir: str | Path, opts: PruneOptions,
@@ -40,11 +41,13 @@ def write_report(models: dict[str, nn.Module], index: DatasetIndex, work_dir: st
         row["speedup"] = base["onnx_latency_ms"] / row["onnx_latency_ms"]
         row["param_ratio"] = base["params"] / row["params"]
         row["flop_ratio"] = base["flops"] / row["flops"]
+        row["flops_to_latency"] = row["speedup"] / row["flop_ratio"]  # 1.0: every FLOP saved became time saved
     report = {"machine": machine_info(threads), "command": command, "rows": rows}
     atomic_write_json(work_dir / "report.json", report)
     m = report["machine"]
     note = (f"{opts.method} pruning, layers {opts.layers!r}; {opts.eval_split} split of {index.source}; ONNX Runtime "
-            f"batch 1, median of 30 runs, {threads} threads, {m['cpu']}. speedup and param_ratio are against the original.\n\n")
+            f"batch 1, median of 30 runs, {threads} threads, {m['cpu']}. speedup, param_ratio and flop_ratio are against the original; flops_to_latency = speedup / flop_ratio (1: "
+            "latency fell as much as FLOPs).\n\n")
     text = note + markdown_table(rows, COLUMNS)
     write_markdown(work_dir / "report.md", text)
     plot_map_vs_fps(rows, work_dir / "report.png", f"{opts.method} pruning: mAP50 vs FPS ({threads} threads)")
