@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "detkd.options": BASE,
     "detkd.fileio": BASE,
     "detkd._env": BASE,
+    "detkd._lazy": BASE,
     "detkd.data": DATA,
     "detkd.ops": DATA,
     "detkd.config": CONFIG,

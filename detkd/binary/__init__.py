@@ -9,8 +9,7 @@ Names are imported on first use (``from detkd.binary import BinaryConv2d``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detkd._lazy import lazy_exports
 
 _EXPORTS = {
     "BinaryActivation": "layers",
@@ -30,12 +29,4 @@ _EXPORTS = {
     "unpack_state": "packing",
     "LatentWeightClipHook": "hooks",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,7 @@ does not pay for torch-pruning and the rest.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detkd._lazy import lazy_exports
 
 _EXPORTS = {
     "Consumer": "groups",
@@ -53,12 +52,4 @@ _EXPORTS = {
     "weight_sparsity": "sparsity",
     "zero_below": "sparsity",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
