@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
 
-    python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 40]
+    python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 30]
         [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--threads 2] [--only METHOD ...]
     python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
 
@@ -22,8 +22,9 @@ initialisation change, the teacher does not: one teacher, trained with seed 0, s
 Distillation rows read the teacher cache (``teacher.cache=True``: the teacher runs once over the
 training images, built by the first row and reused by the others) unless ``--online``; ``kd_hints``'s
 FitNets stage always runs the online teacher (it needs its features). Each row records ``seed``,
-``epochs``, ``teacher_cache`` and ``train_step_ms`` (median training step, batch 16, data loading
-included, after epoch 1). Without --teacher-ckpt the teacher is trained first (tools/train.py,
+``epochs``, ``teacher_cache``, ``train_step_ms`` (median training step, batch 16, data loading
+included, after epoch 1) and ``val_curve`` (val mAP50 at every validation of the run: has it stopped
+improving?). Without --teacher-ckpt the teacher is trained first (tools/train.py,
 --teacher-epochs). Resumable: every training resumes from its last checkpoint, and rows already in the
 results file (same method, seed, epochs and teacher route) are skipped; each is written as it finishes.
 The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
@@ -43,7 +44,7 @@ from typing import Any
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
-from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms
+from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, seed_summary, write_markdown
@@ -77,7 +78,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=list(DATASETS), default="bccd")
     parser.add_argument("--data", help="dataset root (default: BCCD's shared copy; the built-in one is generated)")
-    parser.add_argument("--epochs", type=int, default=40, help="epochs of every student row (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of every student row (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the student rows (default: 0 1 2)")
     parser.add_argument("--online", action="store_true", help="distill from the online teacher instead of the teacher cache")
     parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
@@ -234,20 +235,21 @@ def main() -> int:
             from detkd.models.ultralytics_adapter import load_ultralytics
 
             detector = load_ultralytics(str(ckpt), class_names=val.class_names, imgsz=int(cfg.imgsz), trust=True)  # our own file
-            step = None
+            step, curve = None, []
         else:
             ckpt = teacher if method == "teacher" else train_row(method, seed, teacher, args)
             row_teacher = teacher
             assert ckpt is not None
             detector = load_detector(ckpt)
             step = train_step_ms(ckpt.parent)
+            curve = validation_curve(ckpt.parent)
         name = f"{args.dataset}_{method}" + (f"_s{seed}" if method != "teacher" else "")
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         epochs = args.epochs
         if method == "teacher":  # the epochs its checkpoint records
             epochs = _checkpoint_epochs(ckpt) or args.teacher_epochs
         row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
-                   teacher_cache=cached(method, args), train_step_ms=step, command=command.strip(),
+                   teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
                    checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                    teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
                    (str(row_teacher) if row_teacher else None), split="val",
@@ -295,6 +297,16 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
     return lines
 
 
+def last_gain(rows: list[dict[str, Any]]) -> str:
+    """Has training stopped improving? Mean over the runs of val mAP50 at the last validation minus the
+    one before (with their epochs), in points."""
+    pairs = [r["val_curve"][-2:] for r in rows if len(r.get("val_curve") or []) >= 2]
+    if not pairs:
+        return "-"
+    gains = [100 * (b[1] - a[1]) for a, b in pairs]
+    return f"{mean_sd(gains, 1)} (ep {pairs[0][0][0]} -> {pairs[0][1][0]})"
+
+
 def write_report(results: ResultsFile) -> None:
     parts = []
     plotted = []
@@ -314,14 +326,15 @@ def write_report(results: ResultsFile) -> None:
             first = next(r for r in rows if r["group"] == s["group"])
             s.update(method=first["method"], epochs=first["epochs"], dataset=dataset, name=s["group"],
                      teacher_model=first.get("teacher_model"))
-        table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms |", "|---|---|---|---|---|---|---|"]
+        table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms | val mAP50 gain, last validations |",
+                 "|---|---|---|---|---|---|---|---|"]
         for s in summaries:
             members = [r for r in rows if r["group"] == s["group"]]
             steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
             speedup = f"{teacher['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if teacher else "-"
             table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "
                          f"{mean_sd([r['AP'] for r in members])} | {s['onnx_latency_ms']:.1f} | {speedup} | "
-                         f"{mean_sd(steps, 0) if steps else '-'} |")
+                         f"{mean_sd(steps, 0) if steps else '-'} | {last_gain(members)} |")
         plotted += summaries
         parts.append(
             f"**{dataset}** (val split; every student row is the same F-YOLO; mean ± sample standard deviation over "

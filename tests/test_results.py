@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from detkd.engine.benchmark import train_step_ms
+from detkd.engine.benchmark import train_step_ms, validation_curve
 from detkd.engine.results import ResultsFile, markdown_table, mean_sd, pareto_front, plot_map_vs_fps, seed_summary
 
 
@@ -103,3 +103,13 @@ def test_train_step_ms_is_the_median_after_the_first_epoch(tmp_path):
     (logs / "scalars.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
     assert train_step_ms(tmp_path) == pytest.approx(200.0)
     assert train_step_ms(tmp_path / "nothing") is None
+
+
+def test_validation_curve_reads_every_validation_by_epoch(tmp_path):
+    for stamp, entries in (("20261201_120000", [{"coco/AP50": 0.2, "step": 5}, {"loss": 1.0, "epoch": 6, "step": 80},
+                                                {"coco/AP50": 0.4, "step": 10}]),
+                           ("20261201_130000", [{"coco/AP50": 0.45, "step": 10}, {"coco/AP50": 0.5, "step": 15}])):  # resumed
+        logs = tmp_path / stamp / "vis_data"
+        logs.mkdir(parents=True)
+        (logs / "scalars.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    assert validation_curve(tmp_path) == [(5, 0.2), (10, 0.45), (15, 0.5)]

@@ -26,7 +26,8 @@ from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "evaluate_and_time_int8",
-           "machine_info", "time_fn", "train_step_ms"]
+           "machine_info", "time_fn", "train_step_ms",
+           "validation_curve"]
 
 
 @dataclass
@@ -48,6 +49,19 @@ def train_step_ms(work_dir: str | Path, skip_epochs: int = 1) -> float | None:
             if "time" in entry and "loss" in entry and entry.get("epoch", 1) > skip_epochs:
                 times.append(float(entry["time"]))
     return 1000.0 * statistics.median(times) if times else None
+
+
+def validation_curve(work_dir: str | Path, key: str = "coco/AP50") -> list[tuple[int, float]]:
+    """``[(epoch, value), ...]`` of every validation the run(s) in ``work_dir`` logged (mmengine's
+    ``scalars.json``; a validation entry's ``step`` is its epoch), by epoch; a resumed run's
+    repeated epochs keep the last value."""
+    curve: dict[int, float] = {}
+    for scalars in sorted(Path(work_dir).glob("2*/vis_data/scalars.json")):
+        for line in scalars.read_text().splitlines():
+            entry = json.loads(line)
+            if key in entry and "step" in entry:
+                curve[int(entry["step"])] = float(entry[key])
+    return sorted(curve.items())
 
 
 def time_fn(fn: Callable[[], Any], warmup: int = 5, iters: int = 30) -> Timing:
