@@ -246,3 +246,65 @@ def test_speed_policy_and_keep_choose_the_binary_convs():
     assert kept == fast[1:]
     with pytest.raises(ConfigError, match="model.binary.keep"):
         binary_names(keep=["backbone.nope"])
+
+
+class _OneBinaryConv(nn.Module):
+    """A single binary conv as a 'detector' for the OpenVINO route (raw output, identity decode)."""
+
+    def __init__(self, conv: BinaryConv2d, imgsz: int) -> None:
+        super().__init__()
+        self.conv, self.imgsz, self.class_names = conv, imgsz, ["a"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def decode(self, outputs, cfg=None):
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}] * len(outputs)
+
+
+@pytest.mark.parametrize("mode", ["bnn", "xnor"])
+@pytest.mark.parametrize("c_in,c_out,k,stride,pad,dil,size", [
+    (3, 5, 3, 1, 1, 1, 7), (70, 9, 3, 2, 1, 1, 11), (64, 16, 1, 1, 0, 1, 6), (130, 33, 3, 2, 0, 1, 9), (17, 8, 3, 1, 2, 2, 8),
+])
+def test_openvino_binary_conv_equals_float_simulation(mode, c_in, c_out, k, stride, pad, dil, size, tmp_path):
+    from detkd.export.openvino import OpenVINODetector, export_binary_ir
+
+    torch.manual_seed(0)
+    conv = BinaryConv2d(c_in, c_out, k, stride, pad, dil, mode=mode)
+    with torch.no_grad():
+        conv.weight.uniform_(-1, 1)
+        conv.bias.uniform_(-1, 1)
+    model = _OneBinaryConv(conv, size).eval()
+    images = torch.randn(2, c_in, size, size)  # real-valued, signed inputs (the layer signs them itself)
+    parity = export_binary_ir(model, tmp_path / "conv.xml", check_images=images[:1])
+    assert parity.ok, str(parity)
+    deployed = OpenVINODetector(tmp_path / "conv.xml", model)
+    with torch.no_grad():
+        want = model(images)
+        got = deployed(images)
+    assert torch.allclose(got, want, atol=1e-4 * max(1.0, float(want.abs().max()))), float((got - want).abs().max())
+    assert 'type="BinaryConvolution"' in (tmp_path / "conv.xml").read_text()
+
+
+def test_binary_student_deploys_to_openvino_ir(tmp_path):
+    from detkd.export.onnx import ExportError
+    from detkd.export.openvino import OpenVINODetector, export_binary_ir
+    from detkd.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.25, binary={"mode": "xnor"}).eval()
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    parity = export_binary_ir(model, tmp_path / "student.xml", check_images=images)
+    assert parity.ok and parity.max_abs_diff < 1e-4, str(parity)
+    xml = (tmp_path / "student.xml").read_text()
+    binary = sum(isinstance(m, BinaryConv2d) for m in model.modules())
+    assert xml.count('type="BinaryConvolution"') == binary > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.bin", "student.xml"]  # nothing else left behind
+    deployed = OpenVINODetector(tmp_path / "student.xml", model)
+    with torch.no_grad():
+        assert torch.allclose(deployed(images), model(images), atol=1e-3)
+    float_model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.25)
+    with pytest.raises(ExportError, match="no binary convs"):
+        export_binary_ir(float_model, tmp_path / "float.xml")
+    with pytest.raises(ExportError, match=".xml"):
+        export_binary_ir(model, tmp_path / "student.onnx")

@@ -135,6 +135,30 @@ def test_eval_export_and_benchmark_tools_on_a_trained_checkpoint(trained, tiny_d
     assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 0
 
 
+def test_binary_export_and_benchmark_deploy_to_openvino(trained, tiny_data, tmp_path):
+    from detkd.engine.checkpoint import load_detector, save_detector
+    from detkd.models.factory import build_model
+
+    classes = list(load_detector(trained / "epoch_2.pth").class_names)
+    torch.manual_seed(0)
+    binary = build_model("fyolo", class_names=classes, imgsz=64, width=0.125, binary={"mode": "xnor"})
+    ckpt = save_detector(binary, tmp_path / "binary.pth")
+    opts = ["--cfg-options", f"data.root={tiny_data}", "data.generate=None"]
+    proc = _tool("export.py", CONFIG, ckpt, "--out", tmp_path / "student.xml", "--binary", *opts)
+    assert proc.returncode == 0, proc.stderr
+    assert "OpenVINO IR" in proc.stdout and (tmp_path / "student.bin").is_file()
+    assert 'type="BinaryConvolution"' in (tmp_path / "student.xml").read_text()
+    proc = _tool("export.py", CONFIG, trained / "epoch_2.pth", "--out", tmp_path / "float.xml", "--binary", *opts)
+    assert proc.returncode == 2 and "no binary convs" in proc.stderr and not (tmp_path / "float.xml").exists()
+    proc = _tool("benchmark.py", CONFIG, f"binary={ckpt}", f"float={trained / 'epoch_2.pth'}", "--out-dir", tmp_path / "bench",
+                 "--iters", "2", "--threads", "1", *opts)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "bench" / "benchmark.json").read_text())["rows"]}
+    assert rows["binary"]["deployed_runtime"] == "openvino" and rows["binary"]["deployed_latency_ms"] > 0
+    assert rows["float"]["deployed_runtime"] == "onnxruntime"
+    assert rows["float"]["deployed_latency_ms"] == rows["float"]["onnx_latency_ms"]
+
+
 def test_tools_refuse_unsafe_or_missing_checkpoints(tiny_data, tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"meta": {}, "state_dict": {}, "payload": argparse.Namespace(code="not data")}, evil)  # a pickled object

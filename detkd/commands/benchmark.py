@@ -7,7 +7,9 @@ CFG gives the data (its ``--split`` is evaluated). Each checkpoint is a detkd ch
 ultralytics ``.pt`` (needs ``--trust``: it is a pickle). For each model: COCO/VOC metrics on the
 split, ONNX export verified against PyTorch, then batch-1 latency after warm-up (median/min/max of
 ``--iters`` runs) on both backends with ``--threads`` threads, decode + NMS timed separately.
-``--int8`` adds a row ``NAME:int8`` per model: the model quantized by ONNX Runtime's static
+A binarized model (``model.binary``) is also deployed as OpenVINO IR with its binary convs on
+OpenVINO's BinaryConvolution (:mod:`detkd.export.openvino`) and timed there: ``deployed_runtime`` /
+``deployed_latency_ms`` (ONNX Runtime's latency for every other model). ``--int8`` adds a row ``NAME:int8`` per model: the model quantized by ONNX Runtime's static
 quantization (calibrated on ``--calib-images`` images of ``--calib-split``), its mAP and latency
 measured through ONNX Runtime. Writes ``benchmark.json`` (machine, command, rows), ``benchmark.md``
 (table) and ``benchmark.png`` (mAP50 vs FPS) into ``--out-dir``.
@@ -24,7 +26,8 @@ from detkd.config import DictAction, add_data_argument
 from detkd.commands import command_line
 from detkd.errors import add_debug_argument, run_tool
 
-COLUMNS = ["name", "precision", "imgsz", "threads", "params", "flops", "mAP50", "AP", "torch_latency_ms", "onnx_latency_ms", "onnx_fps", "decode_ms", "onnx_size_mb"]
+COLUMNS = ["name", "precision", "imgsz", "threads", "params", "flops", "mAP50", "AP", "torch_latency_ms", "onnx_latency_ms", "onnx_fps",
+           "decode_ms", "onnx_size_mb", "deployed_runtime", "deployed_latency_ms"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
     python tools/export.py CFG CKPT --out model.onnx [--imgsz N] [--split val]
     python tools/export.py CFG CKPT --out model.int8.onnx --int8 [--calib-images 200] [--calib-split train]
+    python tools/export.py CFG BINARY_CKPT --out model.xml --binary
 
 The graph maps ``images`` Float[B, 3, N, N] in [0, 1] (RGB, letterboxed) to the model's raw head
 outputs; decoding + NMS run in Python, exactly as for PyTorch. Before reporting success the file
@@ -10,7 +11,10 @@ and detections as PyTorch. A checkpoint whose classes differ from the config's d
 before anything is exported. ``--int8``: the verified float graph is then quantized by ONNX Runtime's
 static quantization (int8 weights per channel, uint8 activations calibrated on ``--calib-images``
 letterboxed images of ``--calib-split``; :mod:`detkd.export.int8`) and ``--out`` is the INT8 model; its
-drift from float (raw outputs, detections found again) is printed. Any failure writes nothing and ends with a one-line ``error: ...`` on
+drift from float (raw outputs, detections found again) is printed. ``--binary`` (a binarized model,
+``model.binary``): ``--out`` is an OpenVINO IR (``.xml`` + ``.bin``) whose binary convs run on
+OpenVINO's CPU BinaryConvolution with 1-bit weights and the rest in float (:mod:`detkd.export.openvino`),
+verified against the float simulation like the ONNX export. Any failure writes nothing and ends with a one-line ``error: ...`` on
 stderr and exit status 2 (``--debug``: the traceback instead).
 """
 
@@ -34,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="split whose images drive the parity check (default: %(default)s)")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--int8", action="store_true", help="write an INT8 model (ONNX Runtime static quantization)")
+    parser.add_argument("--binary", action="store_true", help="write a binarized model as OpenVINO IR (.xml) on binary kernels")
     parser.add_argument("--calib-images", type=int, default=200, help="calibration images for --int8 (default: %(default)s)")
     parser.add_argument("--calib-split", default="train", help="split the calibration images come from (default: %(default)s)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
@@ -57,6 +62,17 @@ def export(args: argparse.Namespace) -> int:
     check_classes(detector, index, str(args.checkpoint))  # as tools/eval.py: before anything is exported
     imgsz = args.imgsz or int(detector.imgsz)
     images = sample_images(index, imgsz, count=4)
+    if args.binary and args.int8:
+        raise ConfigError("--binary and --int8: choose one")
+    if args.binary:
+        from detkd.export.openvino import export_binary_ir
+
+        report = export_binary_ir(detector, args.out, imgsz, check_images=images, opset=args.opset)
+        size = (args.out.stat().st_size + args.out.with_suffix(".bin").stat().st_size) / 2**20
+        print(f"exported {args.out} and {args.out.with_suffix('.bin').name} (OpenVINO IR, {size:.2f} MiB, binary convs on "
+              f"BinaryConvolution, input 1x3x{imgsz}x{imgsz})")
+        print(f"OpenVINO parity with the float simulation on {len(images)} images: {report}")
+        return 0
     if args.int8:
         import tempfile
 

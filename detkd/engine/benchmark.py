@@ -164,6 +164,17 @@ def evaluate_and_time(
     row = {"name": name, "dataset": dataset, "mAP50": metrics["AP50"], "AP": metrics["AP"],
            "voc_AP50": metrics["voc_AP50"], "voc07_AP50": metrics["voc07_AP50"]}
     row.update(benchmark_detector(detector, imgsz, threads, onnx_path, image=images[:1], iters=iters))
+    row.update(deployed_runtime="onnxruntime", deployed_latency_ms=row["onnx_latency_ms"])
+    from detkd.export.openvino import OpenVINODetector, export_binary_ir, has_binary_convs
+
+    if has_binary_convs(detector):  # ONNX Runtime runs the float simulation; deployed, the binary convs run on OpenVINO
+        xml = out_dir / f"{name}.xml"
+        export_binary_ir(detector, xml, imgsz, check_images=images)
+        deployed = OpenVINODetector(xml, detector, threads)
+        feed = images[:1].numpy()
+        timing = time_fn(lambda: deployed.run(feed), 5, iters)
+        row.update(deployed_runtime="openvino", deployed_latency_ms=timing.median_ms, deployed_latency=asdict(timing),
+                   deployed_size_mb=(xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 2**20)
     return row
 
 

@@ -25,7 +25,7 @@ from detkd.errors import DetkdError
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["ExportError", "ParityReport", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
+__all__ = ["ExportError", "FlatOutputs", "ParityReport", "compare_outputs", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
 
 
 class ExportError(DetkdError):
@@ -50,7 +50,9 @@ def unflatten_outputs(tensors: list[torch.Tensor], names: list[str]) -> Any:
     return dict(zip(names, tensors, strict=True))
 
 
-class _Flat(nn.Module):
+class FlatOutputs(nn.Module):
+    """A detector whose outputs are a flat tuple of tensors (what the ONNX exporters trace)."""
+
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
         self.detector = detector
@@ -97,13 +99,18 @@ class ParityReport:
 
     def __str__(self) -> str:
         return (f"raw max |diff| {self.max_abs_diff:.2e} (outputs up to {self.max_abs_value:.3g}); detections {self.num_dets_torch} (torch) vs "
-                f"{self.num_dets_onnx} (onnx); box max |diff| {self.max_box_diff:.3f} px; labels equal: {self.labels_equal}")
+                f"{self.num_dets_onnx} (runtime); box max |diff| {self.max_box_diff:.3f} px; labels equal: {self.labels_equal}")
 
 
 def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Tensor, names: list[str]) -> ParityReport:
     with torch.no_grad():
         ours = detector(images)
-    theirs = run_onnx(session, images, names)
+    return compare_outputs(detector, ours, run_onnx(session, images, names))
+
+
+def compare_outputs(detector: nn.Module, ours: Any, theirs: Any) -> ParityReport:
+    """``detector``'s raw outputs (PyTorch) against a runtime's on the same images: raw differences and
+    the detections both decode to (the parity gate of every export)."""
     diffs = [float((a - b).abs().max()) for a, b in zip(flatten_outputs(ours)[0], flatten_outputs(theirs)[0], strict=True)]
     scale = max(float(t.abs().max()) for t in flatten_outputs(ours)[0])
     cfg = DecodeConfig(score_thr=0.01)  # what a user would see, not the 0.001 long tail
@@ -147,7 +154,7 @@ def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | N
         with warnings.catch_warnings():  # the TorchScript exporter's notes are not the user's business
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Flat(detector).eval(), (check_images[:1],), tmp, input_names=["images"], output_names=names,
+                FlatOutputs(detector).eval(), (check_images[:1],), tmp, input_names=["images"], output_names=names,
                 opset_version=opset, dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}, dynamo=False,
             )
         onnx.checker.check_model(onnx.load(tmp))
