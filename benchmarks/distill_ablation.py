@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,9 @@ OPTIONS = {  # cfg-options per distillation row
 }
 COLUMNS = ["method", "seed", "epochs", "teacher_cache", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
            "speedup", "train_step_ms", "teacher_model"]
-KEY = ("method", "dataset", "seed", "epochs", "teacher_cache")  # one row per training run
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "series")  # one row per training run
+# ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
+# teacher, machine and schedule), and the report shows them in a table of their own.
 STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
@@ -216,11 +219,11 @@ def main() -> int:
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
 
-    def done(method: str, seed: int) -> bool:
+    def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
-            return results.has(method=method, dataset=args.dataset)
+            return results.has(method=method, dataset=args.dataset, series=None)
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
-                           teacher_cache=cached(method, args))
+                           teacher_cache=cached(method, args), series=None)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
@@ -279,7 +282,10 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         if not base or not kd:
             continue
         full = [s for s in kd if s["method"] == "kd_full_unlabeled"] or kd
-        for label, pick in (("full distillation", max(full, key=lambda s: s["n"])), ("best distilled row", max(kd, key=lambda s: s["mAP50"]))):
+        picks = [("full distillation", max(full, key=lambda s: s["n"])), ("best distilled row", max(kd, key=lambda s: s["mAP50"]))]
+        if picks[1][1] is picks[0][1]:
+            picks = picks[:1]
+        for label, pick in picks:
             line = (f"- **{epochs} epochs**, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
                     f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
                     f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
@@ -311,8 +317,11 @@ def write_report(results: ResultsFile) -> None:
     parts = []
     plotted = []
     m = results.data["machine"]
-    for dataset in DATASETS:
-        rows = [r for m_ in METHODS + PEERS for r in results.rows if r["method"] == m_ and r["dataset"] == dataset]
+    panels = sorted(dict.fromkeys((r["dataset"], r.get("series")) for r in results.rows if r["dataset"] in DATASETS),
+                    key=lambda p: (list(DATASETS).index(p[0]), p[1] is not None, str(p[1])))
+    for dataset, series in panels:
+        rows = [r for m_ in METHODS + PEERS for r in results.rows
+                if r["method"] == m_ and r["dataset"] == dataset and r.get("series") == series]
         if not rows:
             continue
         rows.sort(key=lambda r: (r["method"] == "teacher", r["epochs"], (METHODS + PEERS).index(r["method"]),
@@ -324,22 +333,25 @@ def write_report(results: ResultsFile) -> None:
         summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
         for s in summaries:
             first = next(r for r in rows if r["group"] == s["group"])
-            s.update(method=first["method"], epochs=first["epochs"], dataset=dataset, name=s["group"],
-                     teacher_model=first.get("teacher_model"))
+            s.update(method=first["method"], epochs=first["epochs"], name=s["group"], teacher_model=first.get("teacher_model"),
+                     dataset=dataset if series is None else f"{dataset}: {series}")
         table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms | val mAP50 gain, last validations |",
                  "|---|---|---|---|---|---|---|---|"]
         for s in summaries:
             members = [r for r in rows if r["group"] == s["group"]]
             steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
             speedup = f"{teacher['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if teacher else "-"
+            step = f"{statistics.median(steps):.0f} ({min(steps):.0f}-{max(steps):.0f})" if steps else "-"
+            s["train_step_ms"] = statistics.median(steps) if steps else None  # median: robust to one disturbed run
             table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "
                          f"{mean_sd([r['AP'] for r in members])} | {s['onnx_latency_ms']:.1f} | {speedup} | "
-                         f"{mean_sd(steps, 0) if steps else '-'} | {last_gain(members)} |")
+                         f"{step} | {last_gain(members)} |")
         plotted += summaries
         parts.append(
-            f"**{dataset}** (val split; every student row is the same F-YOLO; mean ± sample standard deviation over "
+            f"**{dataset}{': ' + series if series else ''}** (val split; every student row is the same F-YOLO; mean ± sample standard deviation over "
             f"the seeds; ONNX Runtime latency batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch "
-            f"{m['torch']}, onnxruntime {m['onnxruntime']}; step: median training step, batch 16, data loading included)."
+            f"{m['torch']}, onnxruntime {m['onnxruntime']}; step: median training step, batch 16, data loading included, "
+            "median over the seeds (min-max))."
             "\n\n" + "\n".join(table) + "\n\n" + "\n".join(targets(rows, summaries)) + "\n\nEvery run:\n\n"
             + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "distill_ablation.md", "\n\n".join(parts) + "\n")
