@@ -2,10 +2,15 @@
 """Binarized vs float F-YOLO student: accuracy, size and latency, trained on labels and with distillation.
 
     python benchmarks/binary_student.py --dataset bccd --teacher-ckpt SSD.pth [--epochs 20]
-        [--float-labels-ckpt CKPT] [--float-kd-ckpt CKPT] [--only METHOD ...] [--threads 2]
+        [--float-labels-ckpt CKPT] [--float-kd-ckpt CKPT] [--only METHOD ...] [--policy all|speed] [--threads 2]
 
 Rows (``method``): ``float_labels``, ``binary_labels`` (tools/train.py), ``float_kd``, ``binary_kd``
-(tools/train_distill.py from the float teacher: objectness scaling + FM-NMS, no unlabeled images). The
+(tools/train_distill.py from the float teacher: objectness scaling + FM-NMS, no unlabeled images), and
+``int8``: the ``float_labels`` student quantized by ONNX Runtime's static quantization (calibrated on 200
+training images), evaluated and timed through ONNX Runtime. ``deployed_latency_ms`` is each row's latency
+in the runtime it deploys to: ONNX Runtime for float and INT8 rows, OpenVINO IR with the binary convs on
+BinaryConvolution for binarized rows (``deployed_runtime``). ``--policy`` picks which convs the binary
+rows binarize (``model.binary.policy``). The
 binary student is the same F-YOLO (width 0.5, 320 px on BCCD) with ``binary=dict(mode="xnor",
 keep_1x1=True)``: every 3x3 conv but the first binarized. Float rows may reuse checkpoints trained with
 the same config and epochs (``--float-*-ckpt``, e.g. distill_ablation's ``labels_only`` and
@@ -37,14 +42,14 @@ from detkd.engine.results import ResultsFile, markdown_table, write_markdown
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "binary_student"
-METHODS = ["float_labels", "binary_labels", "float_kd", "binary_kd"]
+METHODS = ["float_labels", "float_kd", "int8", "binary_labels", "binary_kd"]
 BINARY = ["model.binary.mode=xnor", "model.binary.keep_1x1=True"]
 DATASETS = {
     "bccd": dict(train="fyolo_bccd", distill="fyolo_bccd", data=str(REPO.parent / "shared" / "data" / "bccd")),
     "synthetic": dict(train="fyolo_synthetic", distill="fyolo_synthetic", data=None),
 }
 COLUMNS = ["method", "dataset", "epochs", "imgsz", "params", "weights_kb", "binary_convs_ratio", "mAP50", "AP",
-           "torch_latency_ms", "kernel_latency_ms", "onnx_latency_ms"]
+           "torch_latency_ms", "kernel_latency_ms", "onnx_latency_ms", "deployed_runtime", "deployed_latency_ms"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,6 +63,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--float-labels-ckpt", help="reuse a float labels-only student (same config and epochs)")
     parser.add_argument("--float-kd-ckpt", help="reuse a float distilled student (same config and epochs)")
     parser.add_argument("--only", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--policy", choices=["all", "speed"], default="all", help="model.binary.policy of the binary rows")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args()
 
@@ -67,13 +73,16 @@ def data_root(args: argparse.Namespace) -> str:
 
 
 def options(args: argparse.Namespace, method: str) -> list[str]:
-    opts = [f"data.root={data_root(args)}", f"train.epochs={args.epochs}", *(BINARY if method.startswith("binary") else [])]
+    binary = [*BINARY, f"model.binary.policy={args.policy}"] if method.startswith("binary") else []
+    opts = [f"data.root={data_root(args)}", f"train.epochs={args.epochs}", *binary]
     if method.endswith("_kd"):
         opts += ["unlabeled.ratio=0.0", "distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"]
     return opts + ([f"imgsz={args.imgsz}"] if args.imgsz else []) + ([f"model.width={args.width}"] if args.width else [])
 
 
 def train(method: str, args: argparse.Namespace) -> Path:
+    if method == "int8":  # the float labels-only student, quantized when it is measured
+        method = "float_labels"
     given = {"float_labels": args.float_labels_ckpt, "float_kd": args.float_kd_ckpt}.get(method)
     if given:
         return Path(given)
@@ -100,6 +109,14 @@ def measure(method: str, ckpt: Path, args: argparse.Namespace) -> dict:
     cfg = load_config(REPO / "configs" / "train" / f"{spec['train']}.py", {"data.root": data_root(args)})
     val = read_split(dict(cfg.data), "val")
     detector = load_detector(ckpt).eval()
+    if method == "int8":
+        from detkd.engine.benchmark import evaluate_and_time_int8
+
+        row = evaluate_and_time_int8(f"{args.dataset}_int8", detector, val, WORK / "onnx", args.threads, args.dataset,
+                                     read_split(dict(cfg.data), "train"), 200)
+        row.update(deployed_runtime="onnxruntime", deployed_latency_ms=row["onnx_latency_ms"], method=method, epochs=args.epochs,
+                   checkpoint=str(ckpt), split="val", teacher=None)
+        return row
     row = evaluate_and_time(f"{args.dataset}_{method}", detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
     sizes = packed_sizes(detector)
     binary = method.startswith("binary")
