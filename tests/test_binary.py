@@ -308,3 +308,15 @@ def test_binary_student_deploys_to_openvino_ir(tmp_path):
         export_binary_ir(float_model, tmp_path / "float.xml")
     with pytest.raises(ExportError, match=".xml"):
         export_binary_ir(model, tmp_path / "student.onnx")
+
+
+def test_kernel_build_without_a_compiler_is_one_clear_line():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": "/nonexistent/c++"}
+    proc = subprocess.run([sys.executable, "-m", "detkd.binary.kernels"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the XNOR kernel needs a C++ compiler (set CXX or install g++ / clang++)"]
