@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from detkd.export.onnx import ExportError
+from detkd.export.onnx import ExportError, RuntimeDetector
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 
 __all__ = ["Int8Parity", "OnnxRuntimeDetector", "int8_parity", "quantize_int8"]
@@ -129,34 +129,18 @@ def int8_parity(detector: nn.Module, int8_onnx: str | os.PathLike[str], images: 
     return Int8Parity((diff / max(norm, 1e-12)) ** 0.5, matched, total)
 
 
-class OnnxRuntimeDetector(nn.Module):
-    """A detector whose forward runs an ONNX file in ONNX Runtime (CPU), e.g. the INT8 model, so
-    :func:`detkd.engine.evaluate.evaluate_model` measures its mAP like any other detector.
-
-    ``reference`` is the PyTorch model the file was exported from: its output structure, ``decode``,
-    ``class_names`` and ``imgsz`` are used (outputs keep their names and shapes through quantization).
-    Input ``Float[B, 3, S, S]`` in [0, 1] on the CPU.
-    """
+class OnnxRuntimeDetector(RuntimeDetector):
+    """A detector whose forward runs an ONNX file in ONNX Runtime (CPU), e.g. the INT8 model (outputs keep
+    their names and shapes through quantization). Input ``Float[B, 3, S, S]`` in [0, 1]."""
 
     def __init__(self, path: str | os.PathLike[str], reference: nn.Module, threads: int | None = None) -> None:
-        from detkd.export.onnx import flatten_outputs, ort_session
+        from detkd.export.onnx import ort_session
 
-        super().__init__()
+        super().__init__(reference, [1, 3, int(reference.imgsz), int(reference.imgsz)])
         self.path = Path(path)
         self.session = ort_session(self.path, threads)
-        self.class_names = list(reference.class_names)
-        self.num_classes = len(self.class_names)
-        self.imgsz = int(reference.imgsz)
-        reference = reference.eval()
-        with torch.no_grad():
-            self.output_names = flatten_outputs(reference(torch.zeros(1, 3, self.imgsz, self.imgsz)))[1]
-        object.__setattr__(self, "reference", reference)  # not a submodule: its weights are not this model's
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells callers the device (CPU)
 
     def forward(self, images: torch.Tensor) -> Any:
         from detkd.export.onnx import run_onnx
 
         return run_onnx(self.session, images.cpu(), self.output_names)
-
-    def decode(self, outputs: Any, cfg: Any = None) -> Any:
-        return self.reference.decode(outputs, cfg) if cfg is not None else self.reference.decode(outputs)  # type: ignore[operator]

@@ -25,7 +25,7 @@ from detkd.errors import DetkdError
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["ExportError", "FlatOutputs", "ParityReport", "compare_outputs", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
+__all__ = ["ExportError", "FlatOutputs", "ParityReport", "RuntimeDetector", "compare_outputs", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
 
 
 class ExportError(DetkdError):
@@ -48,6 +48,30 @@ def unflatten_outputs(tensors: list[torch.Tensor], names: list[str]) -> Any:
     if all(n.startswith("output") for n in names):
         return tuple(tensors)
     return dict(zip(names, tensors, strict=True))
+
+
+class RuntimeDetector(nn.Module):
+    """A detector whose forward runs an exported file in an inference runtime (subclasses: ONNX Runtime,
+    OpenVINO), so :func:`detkd.engine.evaluate.evaluate_model` measures it like any other detector.
+
+    ``reference`` is the PyTorch model the file was exported from: its output structure (names, traced
+    on a zero input of ``input_shape``), ``decode``, ``class_names`` and ``imgsz`` are used. It is not a
+    submodule (its weights are not this model's); a zero-size parameter tells callers the device (CPU).
+    """
+
+    def __init__(self, reference: nn.Module, input_shape: list[int]) -> None:
+        super().__init__()
+        self.class_names = list(reference.class_names)
+        self.num_classes = len(self.class_names)
+        self.imgsz = int(reference.imgsz)
+        reference = reference.eval()
+        with torch.no_grad():
+            self.output_names = flatten_outputs(reference(torch.zeros(input_shape)))[1]
+        object.__setattr__(self, "reference", reference)
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def decode(self, outputs: Any, cfg: DecodeConfig | None = None) -> Any:
+        return self.reference.decode(outputs, cfg) if cfg is not None else self.reference.decode(outputs)  # type: ignore[operator]
 
 
 class FlatOutputs(nn.Module):

@@ -40,7 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from detkd.binary.layers import BinaryConv2d, replace_module, xnor_input_scale
-from detkd.export.onnx import ExportError, FlatOutputs, ParityReport, compare_outputs, flatten_outputs, unflatten_outputs
+from detkd.export.onnx import (ExportError, FlatOutputs, ParityReport, RuntimeDetector, compare_outputs, flatten_outputs,
+                               unflatten_outputs)
 
 __all__ = ["OpenVINODetector", "compile_ir", "export_binary_ir", "has_binary_convs", "openvino_core"]
 
@@ -147,24 +148,15 @@ def compile_ir(path: str | os.PathLike[str], threads: int | None = None) -> Any:
     return ov.Core().compile_model(str(path), "CPU", config)
 
 
-class OpenVINODetector(nn.Module):
-    """A detector whose forward runs an OpenVINO IR on the CPU; output structure, ``decode``,
-    ``class_names`` and ``imgsz`` come from ``reference``, the PyTorch model it was exported from.
-    Input ``Float[B, 3, S, S]`` in [0, 1]."""
+class OpenVINODetector(RuntimeDetector):
+    """A detector whose forward runs an OpenVINO IR on the CPU (fixed batch 1, so a batch runs image by
+    image). Input ``Float[B, 3, S, S]`` in [0, 1]."""
 
     def __init__(self, path: str | os.PathLike[str], reference: nn.Module, threads: int | None = None) -> None:
-        super().__init__()
+        compiled = compile_ir(path, threads)
+        super().__init__(reference, [int(d) for d in compiled.inputs[0].get_shape()])
         self.path = Path(path)
-        self.compiled = compile_ir(self.path, threads)
-        self.class_names = list(reference.class_names)
-        self.num_classes = len(self.class_names)
-        self.imgsz = int(reference.imgsz)
-        reference = reference.eval()
-        shape = [int(d) for d in self.compiled.inputs[0].get_shape()]  # [1, channels, S, S]
-        with torch.no_grad():
-            self.output_names = flatten_outputs(reference(torch.zeros(shape)))[1]
-        object.__setattr__(self, "reference", reference)
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tells callers the device (CPU)
+        self.compiled = compiled
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """The raw outputs for ``Float[1, 3, S, S]`` (the IR has a fixed batch of 1)."""
@@ -175,9 +167,6 @@ class OpenVINODetector(nn.Module):
         batch = [self.run(images[i:i + 1].cpu().numpy().astype(np.float32)) for i in range(images.shape[0])]
         stacked = [torch.from_numpy(np.concatenate([b[k] for b in batch])) for k in range(len(self.output_names))]
         return unflatten_outputs(stacked, self.output_names)
-
-    def decode(self, outputs: Any, cfg: Any = None) -> Any:
-        return self.reference.decode(outputs, cfg) if cfg is not None else self.reference.decode(outputs)  # type: ignore[operator]
 
 
 def export_binary_ir(model: nn.Module, out: str | os.PathLike[str], imgsz: int | None = None,
