@@ -135,14 +135,15 @@ def _time_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int
 
 
 def measure_latency_table(detector: nn.Module, names: Sequence[str], imgsz: int | None = None, threads: int = 2,
-                          multiple: int = 8, points: int = 4, iters: int = 20) -> LatencyTable:
+                          multiple: int = 8, points: int = 4, iters: int = 20, graph: PruningGraph | None = None) -> LatencyTable:
     """Measure, for every conv of ``names``, the latency of the conv plus its consumer convs at
     ``points`` filter counts from its full width down to a quarter (multiples of ``multiple``).
 
     Returns a :data:`LatencyTable` (JSON-ready). Weights are random: latency does not depend on them.
+    ``graph``: the detector's dependency graph when the caller has one (tracing it again costs seconds).
     """
     size = int(imgsz or detector.imgsz)
-    graph = PruningGraph(detector, size)
+    graph = graph or PruningGraph(detector, size)
     consumers = {n: graph.consumer_convs(n) for n in names}
     shapes = _input_shapes(detector, [*names, *{c for cs in consumers.values() for c in cs}], size)
     layers: dict[str, dict[str, list[float]]] = {}

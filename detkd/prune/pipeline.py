@@ -259,7 +259,6 @@ class PrunePipeline:
 
     def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
         layers, opts = self.layers(model), self.opts
-        graph = PruningGraph(model)
         if opts.method == "singh":
             threshold = json.loads(self._need("sweep.json", "sweep").read_text())["chosen"]["threshold"]
             thresholded = copy.deepcopy(model)
@@ -270,12 +269,13 @@ class PrunePipeline:
             scorer: Any = SinghImportance()
             removed = self._rounded(removed, thresholded_graph, scorer, layers)
             return make_plan(model, removed, "singh", threshold=threshold, round_to=opts.round_to, **vars(opts.select))
+        graph = PruningGraph(model)
         if opts.method == "l1":
             scorer = L1Importance()
         else:
             scorer = TaylorImportance().collect(model, layers, self._taylor_batches(), _loss)
         if opts.latency_aware:
-            removed = plan_by_latency(graph, layers, scorer, self._latency_table(model, layers), ratio, opts.min_keep)
+            removed = plan_by_latency(graph, layers, scorer, self._latency_table(model, layers, graph), ratio, opts.min_keep)
         else:
             removed = plan_by_ratio(graph, layers, scorer, ratio, opts.scope, opts.min_keep)
         removed = self._rounded(removed, graph, scorer, layers)
@@ -288,7 +288,7 @@ class PrunePipeline:
         channels = {n: graph.conv(n).out_channels for n in layers}
         return round_removal(removed, channels, {n: scorer(graph, n) for n in removed}, self.opts.round_to)
 
-    def _latency_table(self, model: nn.Module, layers: list[str]) -> dict[str, Any]:
+    def _latency_table(self, model: nn.Module, layers: list[str], graph: PruningGraph) -> dict[str, Any]:
         """``W/latency.json``: measured once per work dir (the unpruned model's convs at this size and
         thread count), reused by later plans."""
         path = self.path("latency.json")
@@ -298,7 +298,7 @@ class PrunePipeline:
                     and all(n in table["layers"] for n in layers):
                 return table
         print(f"[prune] measuring the layer latency table ({len(layers)} convs, {self.opts.threads} threads)", flush=True)
-        table = measure_latency_table(model, layers, self.imgsz, self.opts.threads, self.opts.round_to)
+        table = measure_latency_table(model, layers, self.imgsz, self.opts.threads, self.opts.round_to, graph=graph)
         atomic_write_json(path, table)
         return table
 
