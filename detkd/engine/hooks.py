@@ -169,6 +169,6 @@ class EpochSeedHook(Hook):
         dataset = runner.train_dataloader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(runner.epoch, runner.rank)
-        model = getattr(runner.model, "module", runner.model)  # DDP wraps it
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model  # as _detector unwraps DDP
         if hasattr(model, "set_epoch"):
             model.set_epoch(runner.epoch)
