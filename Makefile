@@ -20,8 +20,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) tools/demo.py --work-dir work_dirs/demo
 
+# One pytest worker per core (pytest-xdist); tests take their own tmp_path and cache folder.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" -n auto --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf work_dirs .pytest_cache

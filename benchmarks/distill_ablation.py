@@ -48,7 +48,8 @@ from detkd.data.sources import read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
-from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, seed_summary, write_markdown
+from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
+                                  write_markdown)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -303,16 +304,6 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
     return lines
 
 
-def last_gain(rows: list[dict[str, Any]]) -> str:
-    """Has training stopped improving? Mean over the runs of val mAP50 at the last validation minus the
-    one before (with their epochs), in points."""
-    pairs = [r["val_curve"][-2:] for r in rows if len(r.get("val_curve") or []) >= 2]
-    if not pairs:
-        return "-"
-    gains = [100 * (b[1] - a[1]) for a, b in pairs]
-    return f"{mean_sd(gains, 1)} (ep {pairs[0][0][0]} -> {pairs[0][1][0]})"
-
-
 def write_report(results: ResultsFile) -> None:
     parts = []
     plotted = []
@@ -345,7 +336,7 @@ def write_report(results: ResultsFile) -> None:
             s["train_step_ms"] = statistics.median(steps) if steps else None  # median: robust to one disturbed run
             table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "
                          f"{mean_sd([r['AP'] for r in members])} | {s['onnx_latency_ms']:.1f} | {speedup} | "
-                         f"{step} | {last_gain(members)} |")
+                         f"{step} | {last_validation_gain(members)} |")
         plotted += summaries
         parts.append(
             f"**{dataset}{': ' + series if series else ''}** (val split; every student row is the same F-YOLO; mean ± sample standard deviation over "

@@ -9,6 +9,8 @@ from pathlib import Path
 # Keep the suite out of the user's cache (ultralytics writes its settings there): set before
 # detkd is imported, since importing it fixes YOLO_CONFIG_DIR.
 os.environ.setdefault("DETKD_CACHE", tempfile.mkdtemp(prefix="detkd-test-cache-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: the tools they start get one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from detkd.engine.benchmark import train_step_ms, validation_curve
-from detkd.engine.results import ResultsFile, markdown_table, mean_sd, pareto_front, plot_map_vs_fps, seed_summary
+from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, pareto_front, plot_map_vs_fps,
+                                  seed_summary)
 
 
 def _row(name: str, map50: float, latency: float) -> dict:
@@ -92,6 +93,23 @@ def test_plot_draws_error_bars_for_means(tmp_path):
     rows[1]["mAP50_sd"] = 0.1
     bars = Image.open(plot_map_vs_fps(rows, tmp_path / "bars.png", "t")).convert("RGB")
     assert plain.size == bars.size and ImageChops.difference(plain, bars).getbbox() is not None
+
+
+def test_plot_reads_the_latency_column_it_is_given(tmp_path):
+    from PIL import Image, ImageChops
+
+    rows = [dict(_row("float", 0.6, 9.0), deployed_latency_ms=9.0), dict(_row("binary", 0.5, 12.0), deployed_latency_ms=4.5)]
+    onnx = Image.open(plot_map_vs_fps(rows, tmp_path / "onnx.png", "t")).convert("RGB")
+    deployed = Image.open(plot_map_vs_fps(rows, tmp_path / "deployed.png", "t", latency="deployed_latency_ms")).convert("RGB")
+    assert ImageChops.difference(onnx.resize(deployed.size), deployed).getbbox() is not None
+    missing = plot_map_vs_fps([_row("float", 0.6, 9.0)], tmp_path / "none.png", "t", latency="deployed_latency_ms")
+    assert missing.is_file()  # rows without that latency are left out, not an error
+
+
+def test_last_validation_gain_is_the_last_step_of_each_curve_in_points():
+    rows = [{"val_curve": [[25, 0.60], [30, 0.62]]}, {"val_curve": [[25, 0.50], [30, 0.48]]}, {"val_curve": [[30, 0.7]]}, {}]
+    assert last_validation_gain(rows) == "0.0 ± 2.8 (ep 25 -> 30)"  # gains +2, -2 points; sd sqrt(8) = 2.83
+    assert last_validation_gain(rows[:1]) == "2.0 (ep 25 -> 30)" and last_validation_gain(rows[2:]) == "-"
 
 
 def test_train_step_ms_is_the_median_after_the_first_epoch(tmp_path):

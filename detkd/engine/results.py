@@ -16,7 +16,7 @@ from typing import Any
 
 from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "seed_summary",
+__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "last_validation_gain", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "seed_summary",
            "write_markdown"]
 
 REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms")
@@ -95,6 +95,17 @@ def seed_summary(rows: Sequence[dict[str, Any]], by: str, metrics: Sequence[str]
     return out
 
 
+def last_validation_gain(rows: Sequence[dict[str, Any]], key: str = "val_curve") -> str:
+    """Has training stopped improving? ``mean ± sd`` over the runs (rows with a ``val_curve`` of
+    ``(epoch, mAP50)`` pairs) of the last validation's value minus the one before, in points, with the
+    two epochs; ``-`` when no run has two validations."""
+    pairs = [r[key][-2:] for r in rows if len(r.get(key) or []) >= 2]
+    if not pairs:
+        return "-"
+    gains = [100 * (b[1] - a[1]) for a, b in pairs]
+    return f"{mean_sd(gains, 1)} (ep {pairs[0][0][0]} -> {pairs[0][1][0]})"
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     """A markdown table of ``columns`` (missing values shown as ``-``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
@@ -119,8 +130,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 LOG_AXIS_SPAN = 10.0  # FPS axes spanning more than this factor are drawn on a log scale
 
 
-def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str = "mAP50") -> Path:
-    """``metric`` against ONNX Runtime FPS (1000 / onnx_latency_ms): one panel per ``dataset``, one
+def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str = "mAP50",
+                    latency: str = "onnx_latency_ms", runtime: str = "ONNX Runtime") -> Path:
+    """``metric`` against FPS (1000 / ``latency``, measured in ``runtime``): one panel per ``dataset``, one
     marker per row name (the legend names them, so no label overlaps), the Pareto front dashed, and
     a log FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x. Rows that carry
     ``<metric>_sd`` (means over seeds, :func:`seed_summary`) get a vertical error bar of one standard
@@ -131,7 +143,7 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    usable = [r for r in rows if r.get(metric) is not None and r.get("onnx_latency_ms")]
+    usable = [r for r in rows if r.get(metric) is not None and r.get(latency)]
     datasets = list(dict.fromkeys(str(r.get("dataset", "")) for r in usable)) or [""]
     names = list(dict.fromkeys(str(r["name"]) for r in usable))
     colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
@@ -141,7 +153,7 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
     handles: dict[str, Any] = {}
     for ax, dataset in zip(axes[0], datasets, strict=True):
         panel = [r for r in usable if str(r.get("dataset", "")) == dataset]
-        points = [(1000.0 / float(r["onnx_latency_ms"]), float(r[metric])) for r in panel]
+        points = [(1000.0 / float(r[latency]), float(r[metric])) for r in panel]
         for row, (fps, value) in zip(panel, points, strict=True):
             colour, marker = style[str(row["name"])]
             handles[str(row["name"])] = ax.scatter(fps, value, s=46, color=colour, marker=marker, zorder=3)
@@ -156,7 +168,7 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels like 3x10^1 crowd each other
-        ax.set_xlabel("FPS (ONNX Runtime, batch 1)")
+        ax.set_xlabel(f"FPS ({runtime}, batch 1)")
         ax.set_ylabel(metric)
         ax.set_title(dataset or title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
