@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detkd.export.onnx import ExportError, export_onnx
+from detkd.export.onnx import ExportError, compare_outputs, export_onnx
 from detkd.models.factory import build_model
 
 CLASSES = ["a", "b", "c"]
@@ -37,6 +37,27 @@ def test_export_matches_pytorch(name, kwargs, imgsz, tmp_path):
     assert report.ok and report.detections_equal and report.num_dets_torch > 0, str(report)
     assert report.max_abs_diff < 1e-5 * max(1.0, report.max_abs_value)  # float32 round-off only
     assert not model.training or name == "ultralytics"  # export leaves the model in eval mode
+
+
+def test_binary_models_pass_the_parity_gate_on_equal_detections():
+    """A binarized model's sign() may flip for an activation within rounding of 0 in another runtime: its
+    raw outputs then move by a finite step. Its gate accepts that when the detections are equal; a float
+    model's gate does not, and neither accepts changed detections."""
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for binary in (None, dict(mode="xnor")):
+        model = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.125, binary=binary).eval()
+        _randomise(model)
+        with torch.no_grad():
+            ours = model(images)  # [B, A, H, W, 5 + C]
+        ours[:, 0, 0, 0, 4] = -30.0  # anchor 0 of cell (0, 0) is no detection (objectness ~1e-13)...
+        moved = ours.clone()
+        moved[:, 0, 0, 0, 0] += 0.05  # ...so moving its box changes raw outputs, not detections
+        report = compare_outputs(model, ours, moved)
+        assert report.binary == (binary is not None) and report.detections_equal and report.max_abs_diff == pytest.approx(0.05)
+        assert report.ok == (binary is not None), str(report)
+        lost = ours.clone()
+        lost[..., 4] = -30.0  # every detection gone
+        assert not compare_outputs(model, ours, lost).ok
 
 
 def test_failed_export_writes_nothing(tmp_path):

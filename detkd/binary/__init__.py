@@ -16,6 +16,7 @@ _EXPORTS = {
     "BinaryConv2d": "layers",
     "binarize_convs": "layers",
     "clip_latent_weights_": "layers",
+    "has_binary_convs": "layers",
     "sign_ste": "layers",
     "stochastic_sign": "layers",
     "DEFAULT_RULE": "policy",

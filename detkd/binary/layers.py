@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "box_filter", "clip_latent_weights_", "replace_module", "sign_ste", "stochastic_sign", "xnor_input_scale"]
+__all__ = ["BinaryActivation", "BinaryConv2d", "binarize_convs", "box_filter", "clip_latent_weights_", "has_binary_convs", "replace_module",
+           "sign_ste", "stochastic_sign", "xnor_input_scale"]
 
 
 class _SignSTE(torch.autograd.Function):
@@ -141,6 +142,11 @@ class BinaryConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, binarize_input={self.binarize_input}, stochastic={self.stochastic}"
+
+
+def has_binary_convs(model: nn.Module) -> bool:
+    """True when ``model`` has at least one :class:`BinaryConv2d`."""
+    return any(isinstance(m, BinaryConv2d) for m in model.modules())
 
 
 @torch.no_grad()

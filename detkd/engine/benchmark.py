@@ -165,7 +165,8 @@ def evaluate_and_time(
            "voc_AP50": metrics["voc_AP50"], "voc07_AP50": metrics["voc07_AP50"]}
     row.update(benchmark_detector(detector, imgsz, threads, onnx_path, image=images[:1], iters=iters))
     row.update(deployed_runtime="onnxruntime", deployed_latency_ms=row["onnx_latency_ms"])
-    from detkd.export.openvino import OpenVINODetector, export_binary_ir, has_binary_convs
+    from detkd.binary.layers import has_binary_convs
+    from detkd.export.openvino import OpenVINODetector, export_binary_ir
 
     if has_binary_convs(detector):  # ONNX Runtime runs the float simulation; deployed, the binary convs run on OpenVINO
         xml = out_dir / f"{name}.xml"

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
+from detkd.binary.layers import has_binary_convs
 from detkd.errors import DetkdError
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 from detkd.models.detector import DecodeConfig
@@ -109,13 +110,19 @@ class ParityReport:
     num_dets_onnx: int
     max_box_diff: float  # pixels, over matched detections
     labels_equal: bool
+    binary: bool = False  # the model has binary convs (sign() of its float simulation)
 
     @property
     def ok(self) -> bool:
         """Raw outputs agree to 1e-4 of their scale. Decoding is the same Python code on both sides, so
         detections can differ only through the raw values; with near-tied scores (an untrained model)
-        a 1e-6 difference reorders them, so the detection figures are reported, not gated on."""
-        return self.max_abs_diff <= 1e-4 * max(1.0, self.max_abs_value)
+        a 1e-6 difference reorders them, so for a float model the detection figures are reported, not
+        gated on. A binarized model's sign() is a step: an activation within rounding of 0 (the runtime
+        folds BatchNorm or orders sums differently) takes the other sign and moves the outputs by a
+        finite amount, so it also passes when its detections are equal (counts, labels, boxes within
+        0.5 px)."""
+        raw = self.max_abs_diff <= 1e-4 * max(1.0, self.max_abs_value)
+        return raw or (self.binary and self.detections_equal)
 
     @property
     def detections_equal(self) -> bool:
@@ -146,7 +153,7 @@ def compare_outputs(detector: nn.Module, ours: Any, theirs: Any) -> ParityReport
             if len(a["boxes"]):
                 box_diff = max(box_diff, float((a["boxes"] - b["boxes"]).abs().max()))
                 labels_equal &= bool(torch.equal(a["labels"], b["labels"]))
-    return ParityReport(max(diffs), scale, count_a, count_b, box_diff, labels_equal)
+    return ParityReport(max(diffs), scale, count_a, count_b, box_diff, labels_equal, binary=has_binary_convs(detector))
 
 
 def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | None = None, opset: int = 17,

@@ -39,11 +39,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from detkd.binary.layers import BinaryConv2d, replace_module, xnor_input_scale
+from detkd.binary.layers import BinaryConv2d, has_binary_convs, replace_module, xnor_input_scale
 from detkd.export.onnx import (ExportError, FlatOutputs, ParityReport, RuntimeDetector, compare_outputs, flatten_outputs,
                                unflatten_outputs)
 
-__all__ = ["OpenVINODetector", "compile_ir", "export_binary_ir", "has_binary_convs", "openvino_core"]
+__all__ = ["OpenVINODetector", "compile_ir", "export_binary_ir", "openvino_core"]
 
 DOMAIN, OP = "detkd", "BinaryConv2d"
 
@@ -83,10 +83,6 @@ class _ExportBinaryConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _BinaryConvOp.apply(x, self.bits, self.alpha, self.bias, *self.geometry, self.xnor)
-
-
-def has_binary_convs(model: nn.Module) -> bool:
-    return any(isinstance(m, BinaryConv2d) for m in model.modules())
 
 
 def _convert_binary_conv(node: Any) -> list[Any]:
