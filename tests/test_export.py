@@ -79,7 +79,7 @@ def test_failed_export_writes_nothing(tmp_path):
 def test_int8_export_runs_in_onnxruntime_close_to_float(name, kwargs, imgsz, tmp_path):
     import onnx
 
-    from detkd.export.int8 import int8_parity, quantize_int8
+    from detkd.export.int8 import int8_parity, quantize_int8, stem_convs
 
     model = build_model(name, class_names=CLASSES, imgsz=imgsz, **kwargs)
     _randomise(model)
@@ -87,8 +87,15 @@ def test_int8_export_runs_in_onnxruntime_close_to_float(name, kwargs, imgsz, tmp
     calibration, images = torch.rand(16, 3, imgsz, imgsz, generator=gen), torch.rand(3, 3, imgsz, imgsz, generator=gen)
     export_onnx(model, tmp_path / "float.onnx", check_images=images)
     out = quantize_int8(tmp_path / "float.onnx", tmp_path / "model.int8.onnx", calibration)
-    ops = {node.op_type for node in onnx.load(out).graph.node}
+    graph = onnx.load(out).graph
+    ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a QDQ graph: int8 weights, uint8 activations
+    (stem,) = stem_convs(onnx.load(tmp_path / "float.onnx"))
+    stem_node = next(node for node in graph.node if node.name == stem)
+    quantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    assert stem_node.input[0] not in quantized and stem_node.input[1] not in quantized  # float image, float weights
+    quantized_weights = quantized
+    assert sum(node.op_type == "Conv" and node.input[1] in quantized_weights for node in graph.node) >= 3  # the rest: int8
     assert out.stat().st_size < 0.5 * (tmp_path / "float.onnx").stat().st_size
     parity = int8_parity(model, out, images)
     assert parity.relative_error < 0.1, str(parity)
