@@ -101,3 +101,6 @@ def test_int8_export_runs_in_onnxruntime_close_to_float(name, kwargs, imgsz, tmp
     assert parity.relative_error < 0.1, str(parity)
     assert parity.detections > 0 and parity.match_rate >= 0.8, str(parity)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["float.onnx", "model.int8.onnx"]  # no temp file left
+    with pytest.raises(ValueError, match="calibration_method 'kl'"):
+        quantize_int8(tmp_path / "float.onnx", tmp_path / "other.int8.onnx", calibration, calibration_method="kl")
+    assert not (tmp_path / "other.int8.onnx").exists()

@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch.nn as nn
 from detkd.export.onnx import ExportError, RuntimeDetector
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 
-__all__ = ["Int8Parity", "OnnxRuntimeDetector", "int8_parity", "quantize_int8", "stem_convs"]
+__all__ = ["CALIBRATION_METHODS", "Int8Parity", "OnnxRuntimeDetector", "int8_parity", "quantize_int8", "stem_convs"]
 
 
 class _Images:
@@ -55,11 +56,17 @@ def stem_convs(model: Any) -> list[str]:
     return next(([node.name] for node in model.graph.node if node.op_type == "Conv"), [])
 
 
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
 def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str], calibration: torch.Tensor,
-                  per_channel: bool = True, keep_stem_float: bool = True) -> Path:
+                  per_channel: bool = True, keep_stem_float: bool = True, keep_float: Sequence[str] = (),
+                  calibration_method: str = "minmax") -> Path:
     """Write ``out``: ``float_onnx`` statically quantized (QDQ, int8 weights, uint8 activations), its
-    activation ranges calibrated on ``calibration`` (``Float[N, 3, S, S]`` in [0, 1]), atomically;
-    with ``keep_stem_float`` the convs that read the image stay float (see the module docstring).
+    activation ranges calibrated on ``calibration`` (``Float[N, 3, S, S]`` in [0, 1]) by
+    ``calibration_method`` (one of :data:`CALIBRATION_METHODS`), atomically. With ``keep_stem_float``
+    the first conv (the one that reads the image) stays float (see the module docstring); ``keep_float``
+    names more ONNX nodes that stay float.
 
     Raises:
         ExportError: quantization failed (the message names the float model); nothing is written.
@@ -72,6 +79,10 @@ def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str
     out.parent.mkdir(parents=True, exist_ok=True)
     if len(calibration) == 0:
         raise ExportError(f"{float_onnx}: no calibration images for the INT8 model")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration_method {calibration_method!r}: expected one of {CALIBRATION_METHODS}")
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calibration_method]
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
     os.fchmod(fd, new_file_mode())
     os.close(fd)
@@ -80,10 +91,10 @@ def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str
             warnings.simplefilter("ignore")
             prepared = Path(work) / "prepared.onnx"
             quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)
-            keep = stem_convs(onnx.load(str(prepared))) if keep_stem_float else []
+            keep = [*(stem_convs(onnx.load(str(prepared))) if keep_stem_float else []), *keep_float]
             quantize_static(str(prepared), tmp, _Images(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep)
+                            calibrate_method=method, nodes_to_exclude=keep)
         os.replace(tmp, out)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
