@@ -37,7 +37,6 @@ from detkd.export.onnx import export_onnx, sample_images
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "diagnose_int8"
-COLUMNS = ["checkpoint", "variant", "float_nodes", "mAP50", "AP", "mAP50_vs_float"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,8 +100,9 @@ def main() -> int:
     parts = []
     for ckpt in dict.fromkeys(r["checkpoint"] for r in results.rows):
         rows = [r for r in results.rows if r["checkpoint"] == ckpt]
-        parts.append(f"**{ckpt}** (val split, ONNX Runtime, {rows[0]['calibration_images']} calibration images)\n\n"
-                     + markdown_table(rows, COLUMNS[1:]))
+        shown = [dict(r, variant=r["variant"].replace("/detector/", "").replace("/Conv", "")) for r in rows]
+        parts.append(f"**{ckpt}** (val split, ONNX Runtime, {rows[0]['calibration_images']} calibration images; "
+                     "`float_<conv>`: every conv INT8 but that one)\n\n" + markdown_table(shown, ["variant", "mAP50", "AP", "mAP50_vs_float"]))
     write_markdown(RESULTS / "diagnose_int8.md", "\n\n".join(parts) + "\n")
     return 0
 

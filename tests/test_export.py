@@ -39,10 +39,10 @@ def test_export_matches_pytorch(name, kwargs, imgsz, tmp_path):
     assert not model.training or name == "ultralytics"  # export leaves the model in eval mode
 
 
-def test_binary_models_pass_the_parity_gate_on_equal_detections():
+def test_binary_models_pass_the_parity_gate_on_matching_detections():
     """A binarized model's sign() may flip for an activation within rounding of 0 in another runtime: its
-    raw outputs then move by a finite step. Its gate accepts that when the detections are equal; a float
-    model's gate does not, and neither accepts changed detections."""
+    raw outputs then move by a finite step. Its gate accepts that while at most 5 % of the detections
+    (at least one) lose their partner; a float model's gate does not, and neither accepts more."""
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     for binary in (None, dict(mode="xnor")):
         model = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.125, binary=binary).eval()
@@ -53,11 +53,17 @@ def test_binary_models_pass_the_parity_gate_on_equal_detections():
         moved = ours.clone()
         moved[:, 0, 0, 0, 0] += 0.05  # ...so moving its box changes raw outputs, not detections
         report = compare_outputs(model, ours, moved)
-        assert report.binary == (binary is not None) and report.detections_equal and report.max_abs_diff == pytest.approx(0.05)
-        assert report.ok == (binary is not None), str(report)
+        assert report.binary == (binary is not None) and report.detections_equal and report.unmatched == 0
+        assert report.max_abs_diff == pytest.approx(0.05) and report.ok == (binary is not None), str(report)
+        one = ours.clone()
+        one[0, ..., 4] = torch.where(one[0, ..., 4] == one[0, ..., 4].max(), -30.0, one[0, ..., 4])  # image 0 loses its best slot
+        report = compare_outputs(model, ours, one)
+        assert 1 <= report.unmatched <= len(CLASSES) and report.num_dets_torch > report.num_dets_onnx
+        assert report.ok == (binary is not None and report.unmatched <= max(1, 0.05 * report.num_dets_torch)), str(report)
         lost = ours.clone()
         lost[..., 4] = -30.0  # every detection gone
-        assert not compare_outputs(model, ours, lost).ok
+        report = compare_outputs(model, ours, lost)
+        assert report.unmatched == report.num_dets_torch > 1 and not report.ok
 
 
 def test_failed_export_writes_nothing(tmp_path):

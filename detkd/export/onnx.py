@@ -111,6 +111,7 @@ class ParityReport:
     max_box_diff: float  # pixels, over matched detections
     labels_equal: bool
     binary: bool = False  # the model has binary convs (sign() of its float simulation)
+    unmatched: int = 0  # detections of either side with no same-class partner at IoU >= 0.9 on the other
 
     @property
     def ok(self) -> bool:
@@ -119,10 +120,14 @@ class ParityReport:
         a 1e-6 difference reorders them, so for a float model the detection figures are reported, not
         gated on. A binarized model's sign() is a step: an activation within rounding of 0 (the runtime
         folds BatchNorm or orders sums differently) takes the other sign and moves the outputs by a
-        finite amount, so it also passes when its detections are equal (counts, labels, boxes within
-        0.5 px)."""
+        finite amount, so it also passes when at most 5 % of the detections (at least one) lack a
+        same-class partner at IoU >= 0.9 on the other side. Expected: BN outputs near N(0, 1) put about
+        one activation in a million within 1e-6 of 0, and the binarized layers see about a million per
+        image; a BCCD student in OpenVINO had 5 of 293 detections at score >= 0.01 without a partner. A
+        wrong computation (padding, bit order, scaling) changes most of them."""
         raw = self.max_abs_diff <= 1e-4 * max(1.0, self.max_abs_value)
-        return raw or (self.binary and self.detections_equal)
+        allowed = max(1.0, 0.05 * max(self.num_dets_torch, self.num_dets_onnx))
+        return raw or (self.binary and self.unmatched <= allowed)
 
     @property
     def detections_equal(self) -> bool:
@@ -130,7 +135,28 @@ class ParityReport:
 
     def __str__(self) -> str:
         return (f"raw max |diff| {self.max_abs_diff:.2e} (outputs up to {self.max_abs_value:.3g}); detections {self.num_dets_torch} (torch) vs "
-                f"{self.num_dets_onnx} (runtime); box max |diff| {self.max_box_diff:.3f} px; labels equal: {self.labels_equal}")
+                f"{self.num_dets_onnx} (runtime), {self.unmatched} without a partner; box max |diff| {self.max_box_diff:.3f} px; "
+                f"labels equal: {self.labels_equal}")
+
+
+def _unmatched(dets_a: list[dict[str, torch.Tensor]], dets_b: list[dict[str, torch.Tensor]], iou: float = 0.9) -> int:
+    """Detections (xyxy boxes, per image) of either list with no same-class detection in the other at
+    IoU >= ``iou`` or with every corner within 0.5 px (zero-area boxes clipped at the border)."""
+    from torchvision.ops import box_iou
+
+    missing = 0
+    for a, b in zip(dets_a, dets_b, strict=True):
+        for x, y in ((a, b), (b, a)):
+            if not len(x["boxes"]):
+                continue
+            if not len(y["boxes"]):
+                missing += len(x["boxes"])
+                continue
+            same = x["labels"][:, None] == y["labels"][None, :]
+            close = box_iou(x["boxes"].float(), y["boxes"].float()) >= iou
+            close |= (x["boxes"][:, None, :] - y["boxes"][None, :, :]).abs().amax(dim=-1) <= 0.5  # also degenerate boxes
+            missing += int((~(close & same).any(dim=1)).sum())
+    return missing
 
 
 def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Tensor, names: list[str]) -> ParityReport:
@@ -153,7 +179,8 @@ def compare_outputs(detector: nn.Module, ours: Any, theirs: Any) -> ParityReport
             if len(a["boxes"]):
                 box_diff = max(box_diff, float((a["boxes"] - b["boxes"]).abs().max()))
                 labels_equal &= bool(torch.equal(a["labels"], b["labels"]))
-    return ParityReport(max(diffs), scale, count_a, count_b, box_diff, labels_equal, binary=has_binary_convs(detector))
+    return ParityReport(max(diffs), scale, count_a, count_b, box_diff, labels_equal, binary=has_binary_convs(detector),
+                        unmatched=_unmatched(dets_a, dets_b))
 
 
 def export_onnx(detector: nn.Module, out: str | os.PathLike[str], imgsz: int | None = None, opset: int = 17,
