@@ -202,29 +202,43 @@ def policy(method: str, args: argparse.Namespace) -> str | None:
     return args.policy if method.startswith("binary") else None
 
 
-def targets(summaries: dict[str, dict[str, Any]]) -> list[str]:
-    """The issue's targets from the means over seeds (rows missing from the panel are skipped)."""
+def paired(rows: list[dict[str, Any]], a: str, b: str, value: Any) -> str:
+    """``value(row_a, row_b)`` for every seed that has both methods ``a`` and ``b``, as ``x, y (seeds s, t)``."""
+    by_seed = {(r["method"], r.get("seed")): r for r in rows}
+    seeds = sorted(s for m, s in by_seed if m == a and (b, s) in by_seed)
+    if not seeds:
+        return "-"
+    return ", ".join(f"{value(by_seed[(a, s)], by_seed[(b, s)]):.1f}" for s in seeds) + f" (seeds {', '.join(map(str, seeds))})"
+
+
+def targets(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets from the means over seeds, with the same seed's pairs (rows missing from the
+    panel are skipped)."""
     lines = []
     fl, fk, i8, bl, bk = (summaries.get(m) for m in METHODS)
     for name, binary in (("binary_kd", bk), ("binary_labels", bl)):
         if fl and binary and fl.get("deployed_latency_ms") and binary.get("deployed_latency_ms"):
+            per_seed = paired(rows, "float_labels", name, lambda f, b: f["deployed_latency_ms"] / b["deployed_latency_ms"])
             lines.append(f"- **Speed**: {name} deployed ({binary['deployed_runtime']}) {binary['deployed_latency_ms']:.2f} ms "
                          f"against float ONNX Runtime {fl['deployed_latency_ms']:.2f} ms: "
-                         f"**{fl['deployed_latency_ms'] / binary['deployed_latency_ms']:.2f}x** (target ≥ 1.5x).")
+                         f"**{fl['deployed_latency_ms'] / binary['deployed_latency_ms']:.2f}x** (per seed {per_seed}; target ≥ 1.5x).")
             lines.append(f"- **Size**: binary-conv weights **{binary['binary_convs_ratio']:.1f}x** smaller than float32 "
                          f"(target ≥ 30x); whole model {binary['weights_kb'] / 1024:.2f} MB against {fl['weights_kb'] / 1024:.2f} MB.")
             break
     if fl and bk:
         gap = 100 * (fl["mAP50"] - bk["mAP50"])
+        per_seed = paired(rows, "float_labels", "binary_kd", lambda f, b: 100 * (f["mAP50"] - b["mAP50"]))
         lines.append(f"- **Accuracy**: distilled binarized {bk['mAP50']:.3f} mAP50 (n={bk['n']}) against float labels-only "
-                     f"{fl['mAP50']:.3f} (n={fl['n']}): **{gap:.1f} points** below (target ≤ 5).")
+                     f"{fl['mAP50']:.3f} (n={fl['n']}): **{gap:.1f} points** below (per seed {per_seed}; target ≤ 5).")
     if fl and bl and bk:
         lines.append(f"- Distillation moves the binarized student {100 * (bk['mAP50'] - bl['mAP50']):+.1f} mAP50, "
                      f"{100 * (bk['AP'] - bl['AP']):+.1f} AP" + (f"; the float student {100 * (fk['mAP50'] - fl['mAP50']):+.1f} / "
-                                                              f"{100 * (fk['AP'] - fl['AP']):+.1f}" if fk else "") + ".")
+                                                              f"{100 * (fk['AP'] - fl['AP']):+.1f}" if fk else "") + " (means).")
     if fl and i8 and fl.get("deployed_latency_ms"):
+        per_seed = paired(rows, "float_labels", "int8", lambda f, q: 100 * (f["mAP50"] - q["mAP50"]))
         lines.append(f"- **INT8**: {i8['mAP50']:.3f} mAP50 / {i8['AP']:.3f} AP at {i8['deployed_latency_ms']:.2f} ms "
-                     f"({fl['deployed_latency_ms'] / i8['deployed_latency_ms']:.2f}x the float student's speed).")
+                     f"({fl['deployed_latency_ms'] / i8['deployed_latency_ms']:.2f}x the float student's speed; "
+                     f"mAP50 points below float per seed {per_seed}).")
     return lines
 
 
@@ -261,7 +275,7 @@ def write_report(results: ResultsFile) -> None:
         plotted += [s for s in summaries if s.get("deployed_latency_ms")]
         parts.append(f"**{dataset}{': ' + series if series else ''}** (val split; mean ± sample sd over the seeds; latency "
                      f"batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, onnxruntime {m['onnxruntime']})\n\n"
-                     + "\n".join(table) + "\n\n" + "\n".join(targets(by_method)) + "\n\nEvery run:\n\n"
+                     + "\n".join(table) + "\n\n" + "\n".join(targets(by_method, rows)) + "\n\nEvery run:\n\n"
                      + markdown_table(rows, COLUMNS))
     write_markdown(RESULTS / "binary_student.md", "\n\n".join(parts) + "\n")
     if plotted:
