@@ -96,8 +96,6 @@ def options(args: argparse.Namespace, method: str, seed: int) -> list[str]:
 
 
 def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
-    if method == "int8":  # the float labels-only student, quantized when it is measured
-        method = "float_labels"
     if args.float_from and method in FLOAT_FROM:
         return Path(args.float_from) / f"seed_{seed}" / FLOAT_FROM[method]
     policy = f"_{args.policy}" if method.startswith("binary") else ""
@@ -106,13 +104,14 @@ def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
 
 def train(method: str, seed: int, args: argparse.Namespace) -> Path:
     """Train (or resume) one row's model; returns its best checkpoint."""
+    if method == "int8":  # the float labels-only student, quantized when it is measured
+        method = "float_labels"
     work = work_dir(method, seed, args)
-    if args.float_from and method.replace("int8", "float_labels") in FLOAT_FROM:
+    if args.float_from and method in FLOAT_FROM:
         if not RunState(work).finished():
             raise SystemExit(f"{work}: --float-from needs a finished run there")
         return best_checkpoint(work)
     spec = DATASETS[args.dataset]
-    method = method.replace("int8", "float_labels")
     if method.endswith("_kd"):
         if not args.teacher_ckpt:
             raise SystemExit(f"{method}: --teacher-ckpt is needed to train it")
@@ -127,23 +126,27 @@ def train(method: str, seed: int, args: argparse.Namespace) -> Path:
     return best_checkpoint(work)
 
 
-def measure(method: str, ckpt: Path, args: argparse.Namespace) -> dict:
+def splits(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The dataset's val and train splits (read once per run)."""
+    cfg = load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['train']}.py", {"data.root": data_root(args)})
+    return read_split(dict(cfg.data), "val"), read_split(dict(cfg.data), "train")
+
+
+def measure(method: str, ckpt: Path, args: argparse.Namespace, val: Any, train_split: Any) -> dict:
+    """One row for ``ckpt``: accuracy on ``val``, sizes and latencies (``train_split`` calibrates INT8)."""
     import torch
 
     from detkd.binary.packing import pack_model, packed_sizes
     from detkd.export.onnx import sample_images
 
-    spec = DATASETS[args.dataset]
-    cfg = load_config(REPO / "configs" / "train" / f"{spec['train']}.py", {"data.root": data_root(args)})
-    val = read_split(dict(cfg.data), "val")
     detector = load_detector(ckpt).eval()
     if method == "int8":
         from detkd.engine.benchmark import evaluate_and_time_int8
 
         row = evaluate_and_time_int8(f"{args.dataset}_int8", detector, val, WORK / "onnx", args.threads, args.dataset,
-                                     read_split(dict(cfg.data), "train"), 200)
+                                     train_split, 200)
         row.update(deployed_runtime="onnxruntime", deployed_latency_ms=row["onnx_latency_ms"], method=method, epochs=args.epochs,
-                   weights_kb=row["onnx_size_mb"] * 1024, checkpoint=str(ckpt), split="val", teacher=None)  # the INT8 file
+                   weights_kb=row["onnx_size_mb"] * 1024, split="val", teacher=None)  # weights_kb: the INT8 file
         return row
     row = evaluate_and_time(f"{args.dataset}_{method}", detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
     sizes = packed_sizes(detector)
@@ -152,14 +155,12 @@ def measure(method: str, ckpt: Path, args: argparse.Namespace) -> dict:
     if binary:  # the binary convs alone, exact bytes: float32 as trained vs 1 bit per weight (+ alpha per filter)
         row.update(binary_convs_float32_bytes=sizes["binary_float32"], binary_convs_packed_bytes=sizes["binary_packed"],
                    binary_convs_ratio=sizes["binary_float32"] / sizes["binary_packed"])
-    if binary:
         image = sample_images(val, int(detector.imgsz), count=1)[:1]
         packed = pack_model(detector)
         with torch.no_grad():
             row["kernel_latency_ms"] = time_fn(lambda: packed(image), 5, 30).median_ms
     row.pop("onnx_outputs", None)
-    row.update(method=method, epochs=args.epochs, checkpoint=str(ckpt), split="val",
-               teacher=args.teacher_ckpt if method.endswith("_kd") else None)
+    row.update(method=method, epochs=args.epochs, split="val", teacher=args.teacher_ckpt if method.endswith("_kd") else None)
     return row
 
 
@@ -183,9 +184,10 @@ def main() -> int:
                            series=None)
 
     todo = [(m, s) for s in args.seeds for m in args.only if args.remeasure == done(m, s)]
+    val, train_split = splits(args) if todo else (None, None)
     for method, seed in todo:  # seed-major: one seed's rows finish before the next seed starts
         ckpt = train(method, seed, args)
-        row = measure(method, ckpt, args)
+        row = measure(method, ckpt, args, val, train_split)
         row.update(seed=seed, policy=policy(method, args), checkpoint=relative(ckpt), teacher=relative(row["teacher"]),
                    train_step_ms=train_step_ms(ckpt.parent) if method != "int8" else None,
                    val_curve=validation_curve(ckpt.parent) if method != "int8" else [], command=command.strip())

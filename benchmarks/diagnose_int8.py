@@ -27,7 +27,7 @@ import torch
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
-from detkd.engine.benchmark import machine_info
+from detkd.engine.benchmark import count_params, machine_info
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.evaluate import evaluate_model
 from detkd.engine.results import ResultsFile, markdown_table, write_markdown
@@ -67,40 +67,40 @@ def main() -> int:
         imgsz = int(detector.imgsz)
         work = WORK / short(ckpt).replace("/", "_").removesuffix(".pth")
         float_path = work / "float.onnx"
-        export_onnx(detector, float_path, imgsz, check_images=sample_images(val, imgsz, count=4))
-        calibration = sample_images(train, imgsz, count=args.calib_images)
-        convs = [n.name for n in onnx.load(float_path).graph.node if n.op_type == "Conv"]
-        stem = stem_convs(onnx.load(float_path))
+        if not float_path.is_file():  # written only after passing the parity gate, so an existing one is verified
+            export_onnx(detector, float_path, imgsz, check_images=sample_images(val, imgsz, count=4))
+        graph = onnx.load(float_path)
+        convs, stem = [n.name for n in graph.graph.node if n.op_type == "Conv"], stem_convs(graph)
         variants: list[tuple[str, dict]] = [("float", {}), ("all_int8", dict(keep_stem_float=False)),
                                             ("stem_float", dict(keep_stem_float=True))]
         variants += [(f"all_int8_{m}", dict(keep_stem_float=False, calibration_method=m)) for m in args.methods if m != "minmax"]
         if args.per_conv:
             variants += [(f"float_{c}", dict(keep_stem_float=False, keep_float=[c])) for c in convs if c not in stem]
-        reference = None
+        calibration = None
         for variant, options in variants:
             key = dict(checkpoint=short(ckpt), variant=variant, calibration_images=args.calib_images)
             if results.has(**key):
-                reference = reference if variant != "float" else next(r for r in results.rows if all(r.get(k) == v for k, v in key.items()))
                 continue
             if variant == "float":
                 runtime_path = float_path
             else:
+                if calibration is None:
+                    calibration = sample_images(train, imgsz, count=args.calib_images)
                 runtime_path = quantize_int8(float_path, work / f"{variant.replace('/', '_')}.onnx", calibration, **options)
             metrics, _ = evaluate_model(OnnxRuntimeDetector(runtime_path, detector, 1), val, batch_size=8, progress=False)
             floated = {"float": "every conv", "all_int8": "-", "stem_float": stem[0] if stem else "-"}.get(
                 variant, ", ".join(options.get("keep_float", [])) or "-")
             row = dict(key, name=f"{key['checkpoint']}:{variant}", dataset=Path(args.data).name, imgsz=imgsz,
-                       params=sum(p.numel() for p in detector.parameters()), flops=None, onnx_latency_ms=None,
-                       float_nodes=floated, mAP50=metrics["AP50"], AP=metrics["AP"])
-            if variant == "float":
-                reference = row
-            row["mAP50_vs_float"] = row["mAP50"] - reference["mAP50"] if reference else None
+                       params=count_params(detector), flops=None, onnx_latency_ms=None, float_nodes=floated,
+                       mAP50=metrics["AP50"], AP=metrics["AP"])
             results.add(row, key=("checkpoint", "variant", "calibration_images"))
             print(f"{row['name']}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f}", flush=True)
     parts = []
     for ckpt in dict.fromkeys(r["checkpoint"] for r in results.rows):
         rows = [r for r in results.rows if r["checkpoint"] == ckpt]
-        shown = [dict(r, variant=r["variant"].replace("/detector/", "").replace("/Conv", "")) for r in rows]
+        reference = next((r["mAP50"] for r in rows if r["variant"] == "float"), None)
+        shown = [dict(r, variant=r["variant"].replace("/detector/", "").replace("/Conv", ""),
+                      mAP50_vs_float=None if reference is None else r["mAP50"] - reference) for r in rows]
         parts.append(f"**{ckpt}** (val split, ONNX Runtime, {rows[0]['calibration_images']} calibration images; "
                      "`float_<conv>`: every conv INT8 but that one)\n\n" + markdown_table(shown, ["variant", "mAP50", "AP", "mAP50_vs_float"]))
     write_markdown(RESULTS / "diagnose_int8.md", "\n\n".join(parts) + "\n")

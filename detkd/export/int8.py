@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,8 @@ def stem_convs(model: Any) -> list[str]:
     return next(([node.name] for node in model.graph.node if node.op_type == "Conv"), [])
 
 
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+_CALIBRATION = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # onnxruntime's CalibrationMethod
+CALIBRATION_METHODS = tuple(_CALIBRATION)
 
 
 def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str], calibration: torch.Tensor,
@@ -81,8 +82,7 @@ def quantize_int8(float_onnx: str | os.PathLike[str], out: str | os.PathLike[str
         raise ExportError(f"{float_onnx}: no calibration images for the INT8 model")
     if calibration_method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration_method {calibration_method!r}: expected one of {CALIBRATION_METHODS}")
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[calibration_method]
+    method = getattr(CalibrationMethod, _CALIBRATION[calibration_method])
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
     os.fchmod(fd, new_file_mode())
     os.close(fd)
@@ -128,9 +128,7 @@ class Int8Parity:
 def int8_parity(detector: nn.Module, int8_onnx: str | os.PathLike[str], images: torch.Tensor, threads: int | None = None,
                 score: float = 0.3) -> Int8Parity:
     """Compare the INT8 graph with ``detector`` (float, PyTorch) on ``images`` ``Float[B, 3, S, S]``."""
-    from torchvision.ops import box_iou
-
-    from detkd.export.onnx import flatten_outputs, ort_session, run_onnx
+    from detkd.export.onnx import flatten_outputs, matched_detections, ort_session, run_onnx
 
     detector = detector.eval()
     with torch.no_grad():
@@ -143,13 +141,9 @@ def int8_parity(detector: nn.Module, int8_onnx: str | os.PathLike[str], images: 
     matched = total = 0
     for want, have in zip(detector.decode(ref), detector.decode(got), strict=True):
         keep = want["scores"] >= score
-        boxes, labels = want["boxes"][keep], want["labels"][keep]
-        total += len(boxes)
-        if len(boxes) and len(have["boxes"]):
-            iou = box_iou(boxes, have["boxes"])
-            near = (boxes[:, None, :] - have["boxes"][None, :, :]).abs().amax(dim=-1) <= 0.02 * images.shape[-1]
-            same = labels[:, None] == have["labels"][None, :]
-            matched += int((((iou >= 0.5) | near) & same).any(dim=1).sum())
+        wanted = {"boxes": want["boxes"][keep], "labels": want["labels"][keep]}
+        total += len(wanted["boxes"])
+        matched += int(matched_detections(wanted, have, 0.5, 0.02 * images.shape[-1]).sum())
     return Int8Parity((diff / max(norm, 1e-12)) ** 0.5, matched, total)
 
 

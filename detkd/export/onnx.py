@@ -26,7 +26,7 @@ from detkd.errors import DetkdError
 from detkd.fileio import TEMP_SUFFIX, new_file_mode
 from detkd.models.detector import DecodeConfig
 
-__all__ = ["ExportError", "FlatOutputs", "ParityReport", "RuntimeDetector", "compare_outputs", "export_onnx", "flatten_outputs", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
+__all__ = ["ExportError", "FlatOutputs", "ParityReport", "RuntimeDetector", "compare_outputs", "export_onnx", "flatten_outputs", "matched_detections", "ort_session", "run_onnx", "sample_images", "unflatten_outputs"]
 
 
 class ExportError(DetkdError):
@@ -139,24 +139,24 @@ class ParityReport:
                 f"labels equal: {self.labels_equal}")
 
 
-def _unmatched(dets_a: list[dict[str, torch.Tensor]], dets_b: list[dict[str, torch.Tensor]], iou: float = 0.9) -> int:
-    """Detections (xyxy boxes, per image) of either list with no same-class detection in the other at
-    IoU >= ``iou`` or with every corner within 0.5 px (zero-area boxes clipped at the border)."""
+def matched_detections(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], iou: float, corner_px: float) -> torch.Tensor:
+    """``Bool[len(x)]``: which of one image's detections ``x`` (xyxy ``boxes``, ``labels``) have a
+    same-class detection in ``y`` at IoU >= ``iou`` or with every corner within ``corner_px`` (which
+    also matches tiny and zero-area boxes)."""
     from torchvision.ops import box_iou
 
-    missing = 0
-    for a, b in zip(dets_a, dets_b, strict=True):
-        for x, y in ((a, b), (b, a)):
-            if not len(x["boxes"]):
-                continue
-            if not len(y["boxes"]):
-                missing += len(x["boxes"])
-                continue
-            same = x["labels"][:, None] == y["labels"][None, :]
-            close = box_iou(x["boxes"].float(), y["boxes"].float()) >= iou
-            close |= (x["boxes"][:, None, :] - y["boxes"][None, :, :]).abs().amax(dim=-1) <= 0.5  # also degenerate boxes
-            missing += int((~(close & same).any(dim=1)).sum())
-    return missing
+    if not len(x["boxes"]) or not len(y["boxes"]):
+        return torch.zeros(len(x["boxes"]), dtype=torch.bool)
+    close = box_iou(x["boxes"].float(), y["boxes"].float()) >= iou
+    close |= (x["boxes"][:, None, :] - y["boxes"][None, :, :]).abs().amax(dim=-1) <= corner_px
+    return (close & (x["labels"][:, None] == y["labels"][None, :])).any(dim=1)
+
+
+def _unmatched(dets_a: list[dict[str, torch.Tensor]], dets_b: list[dict[str, torch.Tensor]]) -> int:
+    """Detections of either list (per image) with no partner in the other: same class, and IoU >= 0.9 or
+    every corner within 0.5 px."""
+    return sum(int((~matched_detections(x, y, 0.9, 0.5)).sum()) for a, b in zip(dets_a, dets_b, strict=True)
+               for x, y in ((a, b), (b, a)))
 
 
 def _parity(detector: nn.Module, session: ort.InferenceSession, images: torch.Tensor, names: list[str]) -> ParityReport:
