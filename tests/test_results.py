@@ -70,6 +70,15 @@ def test_plot_has_one_panel_per_dataset(tmp_path):
     assert two.width > one.width * 1.6 and abs(two.height - one.height) < 0.2 * one.height
 
 
+
+def test_plot_has_one_row_of_panels_per_metric(tmp_path):
+    from PIL import Image
+
+    rows = [_row("teacher", 0.8, 40.0), _row("student", 0.7, 2.0), dict(_row("no_ap", 0.6, 10.0), AP=None)]
+    one = Image.open(plot_map_vs_fps(rows, tmp_path / "one.png", "t"))
+    both = Image.open(plot_map_vs_fps(rows, tmp_path / "both.png", "t", metric=("mAP50", "AP")))
+    assert both.height > one.height * 1.6 and abs(both.width - one.width) < 0.2 * one.width
+
 def test_mean_sd_is_the_sample_standard_deviation():
     assert mean_sd([0.5, 0.6, 0.7]) == "0.600 ± 0.100"  # sqrt(((-0.1)^2 + 0 + 0.1^2) / 2) = 0.1
     assert mean_sd([0.5]) == "0.500" and mean_sd([]) == "-"

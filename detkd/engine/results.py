@@ -130,11 +130,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 LOG_AXIS_SPAN = 10.0  # FPS axes spanning more than this factor are drawn on a log scale
 
 
-def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str = "mAP50",
+def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, metric: str | Sequence[str] = "mAP50",
                     latency: str = "onnx_latency_ms", runtime: str = "ONNX Runtime") -> Path:
-    """``metric`` against FPS (1000 / ``latency``, measured in ``runtime``): one panel per ``dataset``, one
-    marker per row name (the legend names them, so no label overlaps), the Pareto front dashed, and
-    a log FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x. Rows that carry
+    """``metric`` against FPS (1000 / ``latency``, measured in ``runtime``): one panel per ``dataset``
+    (columns) and per metric when ``metric`` is several (rows, e.g. ``("mAP50", "AP")``), one marker per
+    row name (the legend names them, so no label overlaps), each panel's Pareto front dashed, and a log
+    FPS axis where a panel's FPS span more than :data:`LOG_AXIS_SPAN` x. Rows that carry
     ``<metric>_sd`` (means over seeds, :func:`seed_summary`) get a vertical error bar of one standard
     deviation."""
     import matplotlib
@@ -143,35 +144,38 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    usable = [r for r in rows if r.get(metric) is not None and r.get(latency)]
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    usable = [r for r in rows if r.get(latency) and any(r.get(m) is not None for m in metrics)]
     datasets = list(dict.fromkeys(str(r.get("dataset", "")) for r in usable)) or [""]
     names = list(dict.fromkeys(str(r["name"]) for r in usable))
     colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     markers = "osD^v<>pPX*h"
     style = {name: (colours(i % colours.N), markers[i % len(markers)]) for i, name in enumerate(names)}
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 4.2), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.8 * len(datasets), 4.2 * len(metrics)), dpi=120,
+                             squeeze=False)
     handles: dict[str, Any] = {}
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        panel = [r for r in usable if str(r.get("dataset", "")) == dataset]
-        points = [(1000.0 / float(r[latency]), float(r[metric])) for r in panel]
-        for row, (fps, value) in zip(panel, points, strict=True):
-            colour, marker = style[str(row["name"])]
-            handles[str(row["name"])] = ax.scatter(fps, value, s=46, color=colour, marker=marker, zorder=3)
-            if row.get(f"{metric}_sd"):
-                ax.errorbar(fps, value, yerr=float(row[f"{metric}_sd"]), color=colour, capsize=3, lw=1, zorder=3)
-        front = pareto_front(points)
-        if len(front) > 1:
-            line = ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.45",
-                           lw=1.1, zorder=2)[0]
-            handles.setdefault("Pareto front", line)
-        if points and max(p[0] for p in points) > LOG_AXIS_SPAN * min(p[0] for p in points):
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels like 3x10^1 crowd each other
-        ax.set_xlabel(f"FPS ({runtime}, batch 1)")
-        ax.set_ylabel(metric)
-        ax.set_title(dataset or title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
+    for ax_row, name_of_metric in zip(axes, metrics, strict=True):
+        for ax, dataset in zip(ax_row, datasets, strict=True):
+            panel = [r for r in usable if str(r.get("dataset", "")) == dataset and r.get(name_of_metric) is not None]
+            points = [(1000.0 / float(r[latency]), float(r[name_of_metric])) for r in panel]
+            for row, (fps, value) in zip(panel, points, strict=True):
+                colour, marker = style[str(row["name"])]
+                handles[str(row["name"])] = ax.scatter(fps, value, s=46, color=colour, marker=marker, zorder=3)
+                if row.get(f"{name_of_metric}_sd"):
+                    ax.errorbar(fps, value, yerr=float(row[f"{name_of_metric}_sd"]), color=colour, capsize=3, lw=1, zorder=3)
+            front = pareto_front(points)
+            if len(front) > 1:
+                line = ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.45",
+                               lw=1.1, zorder=2)[0]
+                handles.setdefault("Pareto front", line)
+            if points and max(p[0] for p in points) > LOG_AXIS_SPAN * min(p[0] for p in points):
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels like 3x10^1 crowd each other
+            ax.set_xlabel(f"FPS ({runtime}, batch 1)")
+            ax.set_ylabel(name_of_metric)
+            ax.set_title(dataset or title, fontsize=10)
+            ax.grid(alpha=0.3, which="both")
     if len(datasets) > 1 or datasets[0]:
         fig.suptitle(title, fontsize=10)
     fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)

@@ -50,7 +50,8 @@ def write_report(models: dict[str, nn.Module], index: DatasetIndex, work_dir: st
             "latency fell as much as FLOPs).\n\n")
     text = note + markdown_table(rows, COLUMNS)
     write_markdown(work_dir / "report.md", text)
-    plot_map_vs_fps(rows, work_dir / "report.png", f"{opts.method} pruning: mAP50 vs FPS ({threads} threads)")
+    plot_map_vs_fps(rows, work_dir / "report.png", f"{opts.method} pruning: mAP50 and AP vs FPS ({threads} threads)",
+                    metric=("mAP50", "AP"))
     print(text, flush=True)
     return report
 
