@@ -43,7 +43,7 @@ from detkd.engine.benchmark import evaluate_and_time, machine_info, time_fn, tra
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
-                                  write_markdown)
+                                  relative_path, write_markdown)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -164,13 +164,6 @@ def measure(method: str, ckpt: Path, args: argparse.Namespace, val: Any, train_s
     return row
 
 
-def relative(path: Path | str | None) -> str | None:
-    if path is None:
-        return None
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def main() -> int:
     args = parse_args()
     command = "python benchmarks/binary_student.py " + " ".join(sys.argv[1:])
@@ -188,7 +181,7 @@ def main() -> int:
     for method, seed in todo:  # seed-major: one seed's rows finish before the next seed starts
         ckpt = train(method, seed, args)
         row = measure(method, ckpt, args, val, train_split)
-        row.update(seed=seed, policy=policy(method, args), checkpoint=relative(ckpt), teacher=relative(row["teacher"]),
+        row.update(seed=seed, policy=policy(method, args), checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row["teacher"], REPO),
                    train_step_ms=train_step_ms(ckpt.parent) if method != "int8" else None,
                    val_curve=validation_curve(ckpt.parent) if method != "int8" else [], command=command.strip())
         row["name"] += f"_s{seed}"

@@ -30,7 +30,7 @@ from detkd.data.sources import read_split
 from detkd.engine.benchmark import count_params, machine_info
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.evaluate import evaluate_model
-from detkd.engine.results import ResultsFile, markdown_table, write_markdown
+from detkd.engine.results import ResultsFile, markdown_table, relative_path, write_markdown
 from detkd.export.int8 import CALIBRATION_METHODS, OnnxRuntimeDetector, quantize_int8, stem_convs
 from detkd.export.onnx import export_onnx, sample_images
 
@@ -50,11 +50,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def short(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def main() -> int:
     args = parse_args()
     command = "python benchmarks/diagnose_int8.py " + " ".join(sys.argv[1:])
@@ -65,7 +60,7 @@ def main() -> int:
     for ckpt in args.checkpoints:
         detector = load_detector(ckpt).eval()
         imgsz = int(detector.imgsz)
-        work = WORK / short(ckpt).replace("/", "_").removesuffix(".pth")
+        work = WORK / relative_path(ckpt, REPO).replace("/", "_").removesuffix(".pth")
         float_path = work / "float.onnx"
         if not float_path.is_file():  # written only after passing the parity gate, so an existing one is verified
             export_onnx(detector, float_path, imgsz, check_images=sample_images(val, imgsz, count=4))
@@ -78,7 +73,7 @@ def main() -> int:
             variants += [(f"float_{c}", dict(keep_stem_float=False, keep_float=[c])) for c in convs if c not in stem]
         calibration = None
         for variant, options in variants:
-            key = dict(checkpoint=short(ckpt), variant=variant, calibration_images=args.calib_images)
+            key = dict(checkpoint=relative_path(ckpt, REPO), variant=variant, calibration_images=args.calib_images)
             if results.has(**key):
                 continue
             if variant == "float":

@@ -49,7 +49,7 @@ from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_m
 from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
-                                  write_markdown)
+                                  relative_path, write_markdown)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -254,9 +254,7 @@ def main() -> int:
             epochs = _checkpoint_epochs(ckpt) or args.teacher_epochs
         row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
                    teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
-                   checkpoint=str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
-                   teacher=str(row_teacher.relative_to(REPO)) if row_teacher and row_teacher.is_relative_to(REPO) else
-                   (str(row_teacher) if row_teacher else None), split="val",
+                   checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row_teacher, REPO), split="val",
                    teacher_model="yolov8s" if method in PEERS else (None if method == "labels_only" else
                                                                     DATASETS[args.dataset]["teacher"].rsplit("_", 1)[0]))
         results.add(row, key=KEY)

@@ -8,7 +8,7 @@ import pytest
 
 from detkd.engine.benchmark import train_step_ms, validation_curve
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, pareto_front, plot_map_vs_fps,
-                                  seed_summary)
+                                  relative_path, seed_summary)
 
 
 def _row(name: str, map50: float, latency: float) -> dict:
@@ -140,3 +140,10 @@ def test_validation_curve_reads_every_validation_by_epoch(tmp_path):
         logs.mkdir(parents=True)
         (logs / "scalars.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
     assert validation_curve(tmp_path) == [(5, 0.2), (10, 0.45), (15, 0.5)]
+
+
+def test_relative_path_is_relative_inside_the_root_and_absolute_outside(tmp_path):
+    root = tmp_path / "repo"
+    assert relative_path(root / "work" / "a.pth", root) == "work/a.pth"
+    assert relative_path(tmp_path / "elsewhere.pth", root) == str(tmp_path / "elsewhere.pth")
+    assert relative_path(root / "work" / ".." / "b.pth", root) == "b.pth" and relative_path(None, root) is None

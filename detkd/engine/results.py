@@ -16,8 +16,8 @@ from typing import Any
 
 from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "last_validation_gain", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "seed_summary",
-           "write_markdown"]
+__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "last_validation_gain", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "relative_path",
+           "seed_summary", "write_markdown"]
 
 REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms")
 
@@ -187,6 +187,15 @@ def plot_map_vs_fps(rows: list[dict[str, Any]], out: str | Path, title: str, met
     atomic_write_bytes(out, buffer.getvalue())
     return out
 
+
+
+def relative_path(path: str | Path | None, root: str | Path) -> str | None:
+    """``path`` as results files record it: relative to ``root`` (the repository) when inside it,
+    else absolute; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    resolved, root = Path(path).resolve(), Path(root).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
 
 def write_markdown(path: str | Path, text: str) -> Path:
     return atomic_write_text(path, text)
