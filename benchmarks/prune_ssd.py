@@ -50,7 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
 COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops",
-           "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP"]
+           "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
+# the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
+TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
 ROUNDED = ["prune.round_to=8"]
 VARIANTS = {  # extra prune options per variant (the methods they do not apply to ignore them)
     "paper": ["prune.round_to=1"],
@@ -202,13 +204,46 @@ def main() -> int:
     return 0
 
 
+def with_losses(rows: list[dict]) -> list[dict]:
+    """The rows by subject (its unpruned row first), each pruned row with ``mAP50_loss`` / ``AP_loss``:
+    points below the unpruned model of its subject (negative: above it)."""
+    base = {r.get("subject"): r for r in rows if r["method"] == "unpruned"}
+    out = []
+    for row in rows:
+        ref = base.get(row.get("subject"))
+        if ref is not None and row["method"] != "unpruned" and row.get("mAP50") is not None:
+            row = dict(row, mAP50_loss=round(100 * (ref["mAP50"] - row["mAP50"]), 1), AP_loss=round(100 * (ref["AP"] - row["AP"]), 1))
+        out.append(row)
+    subjects = list(dict.fromkeys(r.get("subject") for r in rows))
+    return sorted(out, key=lambda r: (subjects.index(r.get("subject")), r["method"] != "unpruned"))
+
+
+def targets_summary(rows: list[dict]) -> str:
+    """Per retrained row, which of the targets (:data:`TARGETS`) it meets; the rows meeting all of them."""
+    lines = []
+    for row in [r for r in rows if r.get("retrained") and "mAP50_loss" in r]:
+        checks = {f"params {row['param_ratio']:.1f}x": row["param_ratio"] >= TARGETS["param_ratio"],
+                  f"latency {row['speedup']:.1f}x": row["speedup"] >= TARGETS["speedup"],
+                  f"mAP50 {-row['mAP50_loss']:+.1f}": row["mAP50_loss"] <= TARGETS["max_loss_points"],
+                  f"AP {-row['AP_loss']:+.1f}": row["AP_loss"] <= TARGETS["max_loss_points"]}
+        marks = ", ".join(f"{k} {'met' if ok else 'missed'}" for k, ok in checks.items())
+        lines.append(f"- {row['subject']} {row.get('variant')} {row['method']} {row['ratio']:g} ({row['epochs']} ep): {marks}"
+                     + (" - **all targets met**" if all(checks.values()) else ""))
+    head = (f"Targets (retrained against the unpruned subject): >= {TARGETS['param_ratio']}x fewer parameters, >= "
+            f"{TARGETS['speedup']}x lower latency, <= {TARGETS['max_loss_points']:g} point lost in mAP50 and in AP.\n\n")
+    return head + "\n".join(lines) + "\n" if lines else ""
+
+
 def write_report(results: ResultsFile) -> None:
     m = results.data["machine"]
-    bccd = [r for r in results.rows if r["dataset"] == "bccd"]
+    bccd = with_losses([r for r in results.rows if r["dataset"] == "bccd"])
     big = [r for r in results.rows if r["dataset"] == "voc_shape_random_weights"]
     note = (f"ONNX Runtime, batch 1, median of 30 runs, {m['threads']} threads, {m['cpu']}, torch {m['torch']}, "
             f"onnxruntime {m['onnxruntime']}. `speedup`/`param_ratio`: against the unpruned model timed in the same run.")
-    text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs). {note}\n\n" + markdown_table(bccd, COLUMNS)
+    text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs; `mAP50_loss` / `AP_loss`: points "
+            f"below the unpruned subject). {note}\n\n"
+            + markdown_table([{**r, **{k: f"{r[k]:.1f}" for k in ("mAP50_loss", "AP_loss") if k in r}} for r in bccd], COLUMNS)
+            + "\n" + targets_summary(bccd)
             + f"\n**SSD300-VGG16** (torchvision architecture, random weights, 21 classes, 300 px; no mAP). {note}\n\n"
             + markdown_table(big, ["method", "ratio", "params", "param_ratio", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup"]))
     curves = [r for r in bccd if r.get("sparsity_curve") and r["retrained"]]
