@@ -25,7 +25,10 @@ FitNets stage always runs the online teacher (it needs its features). Each row r
 ``epochs``, ``teacher_cache``, ``train_step_ms`` (median training step, batch 16, data loading
 included, after epoch 1) and ``val_curve`` (val mAP50 at every validation of the run: has it stopped
 improving?). Without --teacher-ckpt the teacher is trained first (tools/train.py,
---teacher-epochs). Resumable: every training resumes from its last checkpoint, and rows already in the
+--teacher-epochs). Rows record their teacher's model and width (``teacher_model``, e.g. ``ssd_cpu_w0.25``):
+distilling from another teacher (``--teacher-ckpt`` of a width-0.5 SSD, or ``--teacher-width``) adds rows
+beside the others (work folders ``<method>_from_<teacher>``), and the report then names the teacher in
+each group and computes the targets per teacher. Resumable: every training resumes from its last checkpoint, and rows already in the
 results file (same method, seed, epochs and teacher route) are skipped; each is written as it finishes.
 The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
 over seeds, and the targets computed from those means; the plot shows the means with error bars.
@@ -46,8 +49,9 @@ import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
-from detkd.engine.checkpoint import load_detector
+from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
+from detkd.models.factory import model_label
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
 
@@ -72,9 +76,11 @@ OPTIONS = {  # cfg-options per distillation row
 }
 COLUMNS = ["method", "seed", "epochs", "teacher_cache", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
            "speedup", "train_step_ms", "teacher_model"]
-KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "series")  # one row per training run
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series")  # one row per training run
 # ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
-# teacher, machine and schedule), and the report shows them in a table of their own.
+# teacher, machine and schedule), and the report shows them in a table of their own. ``teacher_model``: the
+# teacher's model and width (``ssd_cpu_w0.25``), so rows distilled from another teacher (--teacher-ckpt,
+# --teacher-width) sit beside the others in the same table.
 STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
@@ -85,7 +91,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30, help="epochs of every student row (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the student rows (default: 0 1 2)")
     parser.add_argument("--online", action="store_true", help="distill from the online teacher instead of the teacher cache")
-    parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one")
+    parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one (its rows are named by its model "
+                        "and width, e.g. ssd_cpu_w0.5)")
     parser.add_argument("--teacher-epochs", type=int, default=30, help="epochs of a teacher trained here (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
@@ -126,11 +133,24 @@ def cached(method: str, args: argparse.Namespace) -> bool | None:
     return (not args.online) if method in STUDENT_KD else None
 
 
+def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
+    """The teacher's model and width (``ssd_cpu_w0.25``): from --teacher-ckpt, else the dataset's teacher
+    config with --teacher-width (``default``: the config as it is)."""
+    if args.teacher_ckpt and not default:
+        return checkpoint_model_label(args.teacher_ckpt)
+    model = dict(load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['teacher']}.py").model)
+    width = model.get("width") if default or not args.teacher_width else args.teacher_width
+    return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})
+
+
 def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
+    """Work folders; rows of another teacher than the dataset's default get ``_from_<teacher>`` folders."""
+    label = teacher_label(args)
+    other = "" if label == teacher_label(args, default=True) else f"_from_{label}"
     if method == "teacher":
-        return WORK / args.dataset / "teacher"
+        return WORK / args.dataset / ("teacher" if not other else f"teacher_{label}")
     route = "_online" if cached(method, args) is False else ""
-    return WORK / args.dataset / f"epochs_{args.epochs}" / f"seed_{seed}" / f"{method}{route}"
+    return WORK / args.dataset / f"epochs_{args.epochs}" / f"seed_{seed}" / f"{method}{route}{other if method in STUDENT_KD else ''}"
 
 
 def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Namespace) -> Path:
@@ -219,12 +239,13 @@ def main() -> int:
         return 0
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
+    label = teacher_label(args)
 
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
-            return results.has(method=method, dataset=args.dataset, series=None)
+            return results.has(method=method, dataset=args.dataset, teacher_model=label, series=None)
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
-                           teacher_cache=cached(method, args), series=None)
+                           teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
@@ -255,8 +276,7 @@ def main() -> int:
         row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
                    teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
                    checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row_teacher, REPO), split="val",
-                   teacher_model="yolov8s" if method in PEERS else (None if method == "labels_only" else
-                                                                    DATASETS[args.dataset]["teacher"].rsplit("_", 1)[0]))
+                   teacher_model=row_teacher_model(method, label))
         results.add(row, key=KEY)
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
         write_report(results)
@@ -264,20 +284,29 @@ def main() -> int:
     return 0
 
 
-def group_name(row: dict[str, Any]) -> str:
-    """Runs that differ only in their seed share a group: method, epochs, teacher route."""
+def row_teacher_model(method: str, label: str) -> str | None:
+    """What a row records as ``teacher_model``: the teacher's label for distilled rows and the teacher
+    itself, YOLOv8s for the peers, None for labels-only."""
+    return "yolov8s" if method in PEERS else (None if method == "labels_only" else label)
+
+
+def group_name(row: dict[str, Any], by_teacher: bool = False) -> str:
+    """Runs that differ only in their seed share a group: method, epochs, teacher route (and, when a
+    table holds several teachers, the teacher)."""
     route = {True: ", cached", False: ", online", None: ""}[row.get("teacher_cache")]
-    return f"{row['method']} ({row['epochs']} ep{route})"
+    source = f", from {row['teacher_model']}" if by_teacher and row["method"] in STUDENT_KD else ""
+    name = f"teacher {row['teacher_model']}" if by_teacher and row["method"] == "teacher" else row["method"]
+    return f"{name} ({row['epochs']} ep{route}{source})"
 
 
 def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, computed from the means over seeds, one line per student schedule."""
-    by_group = {s["group"]: s for s in summaries}
-    teacher = next((s for s in summaries if s["method"] == "teacher"), None)
+    teachers = {s["teacher_model"]: s for s in summaries if s["method"] == "teacher"}
     lines = []
-    for epochs in sorted({r["epochs"] for r in rows if r["method"] == "labels_only"}):
-        base = by_group.get(group_name({"method": "labels_only", "epochs": epochs}))
-        kd = [s for s in summaries if s["method"] in STUDENT_KD and s["epochs"] == epochs]
+    for epochs, source in sorted({(r["epochs"], r["teacher_model"]) for r in rows if r["method"] in STUDENT_KD}):
+        base = next((s for s in summaries if s["method"] == "labels_only" and s["epochs"] == epochs), None)
+        kd = [s for s in summaries if s["method"] in STUDENT_KD and s["epochs"] == epochs and s["teacher_model"] == source]
+        teacher = teachers.get(source)
         if not base or not kd:
             continue
         full = [s for s in kd if s["method"] == "kd_full_unlabeled"] or kd
@@ -289,7 +318,7 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
                     f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
                     f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
             if teacher:
-                line += (f"; keeps **{100 * pick['mAP50'] / teacher['mAP50']:.0f} %** of the teacher's mAP50 at "
+                line += (f"; keeps **{100 * pick['mAP50'] / teacher['mAP50']:.0f} %** of its teacher's ({source}) mAP50 at "
                          f"**{teacher['onnx_latency_ms'] / pick['onnx_latency_ms']:.1f}x** lower ONNX latency (target 95 % at 5x)")
             if base.get("train_step_ms") and pick.get("train_step_ms"):
                 line += f"; its training step costs {pick['train_step_ms'] / base['train_step_ms']:.2f}x a labels-only step"
@@ -314,11 +343,13 @@ def write_report(results: ResultsFile) -> None:
         if not rows:
             continue
         rows.sort(key=lambda r: (r["method"] == "teacher", r["epochs"], (METHODS + PEERS).index(r["method"]),
-                                 str(r.get("teacher_cache")), r["seed"]))
-        teacher = next((r for r in rows if r["method"] == "teacher"), None)
-        for r in rows:
-            r["speedup"] = teacher["onnx_latency_ms"] / r["onnx_latency_ms"] if teacher else None
-            r["group"] = group_name(r)
+                                 str(r.get("teacher_model")), str(r.get("teacher_cache")), r["seed"]))
+        teachers = {r["teacher_model"]: r for r in rows if r["method"] == "teacher"}
+        teacher = next(iter(teachers.values()), None)  # labels-only and peer rows: against the first teacher
+        for r in rows:  # distilled rows: against their own teacher
+            own = teachers.get(r.get("teacher_model")) if r["method"] in STUDENT_KD else teacher
+            r["speedup"] = own["onnx_latency_ms"] / r["onnx_latency_ms"] if own else None
+            r["group"] = group_name(r, by_teacher=len(teachers) > 1)
         summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
         for s in summaries:
             first = next(r for r in rows if r["group"] == s["group"])
@@ -329,7 +360,8 @@ def write_report(results: ResultsFile) -> None:
         for s in summaries:
             members = [r for r in rows if r["group"] == s["group"]]
             steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
-            speedup = f"{teacher['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if teacher else "-"
+            own = teachers.get(s["teacher_model"]) if s["method"] in STUDENT_KD else teacher
+            speedup = f"{own['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if own else "-"
             step = f"{statistics.median(steps):.0f} ({min(steps):.0f}-{max(steps):.0f})" if steps else "-"
             s["train_step_ms"] = statistics.median(steps) if steps else None  # median: robust to one disturbed run
             table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "

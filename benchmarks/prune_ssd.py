@@ -44,6 +44,7 @@ from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info
+from detkd.engine.checkpoint import checkpoint_model_label
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def parse_args() -> argparse.Namespace:
 
 def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages: list[str] | None = None) -> list[dict]:
     """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
-    subject = subject_name(args.checkpoint)
+    subject = checkpoint_model_label(args.checkpoint)
     folder = method if ratio is None else f"{method}_{ratio:g}"
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
         folder = f"{subject}/{args.variant}/{folder}"
@@ -118,14 +119,6 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
                        sweep=json.loads((work / "sweep.json").read_text()) if method == "singh" else None)
         rows.append(row)
     return rows
-
-
-def subject_name(checkpoint: Path) -> str:
-    """``<model>_w<width>`` from the checkpoint's stored model spec (``ssd_cpu_w0.5``)."""
-    from detkd.engine.checkpoint import load_checkpoint_file
-
-    spec = load_checkpoint_file(checkpoint).get("meta", {}).get("detkd", {}).get("model", {})
-    return f"{spec.get('name', 'model')}_w{spec.get('kwargs', spec).get('width', '?')}"
 
 
 def sparsity_curve(work: Path) -> list[float]:
@@ -183,7 +176,7 @@ def main() -> int:
             jobs.append(("singh", None))
         elif method in ("l1", "taylor"):
             jobs += [(method, r) for r in args.ratios]
-    subject = subject_name(args.checkpoint) if jobs else None
+    subject = checkpoint_model_label(args.checkpoint) if jobs else None
     for method, ratio in jobs:
         done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant)
         if args.retime:

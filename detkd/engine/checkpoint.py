@@ -31,12 +31,13 @@ from mmengine.fileio import LocalBackend, register_backend
 
 from detkd.errors import CheckpointError
 from detkd.fileio import atomic_write_bytes
-from detkd.models.factory import build_model, model_spec
+from detkd.models.factory import build_model, model_label, model_spec
 from detkd.models.torch_file import check_torch_file, load_error_reason as _reason, one_line as _one_line
 
 __all__ = [
     "CheckpointError",
     "check_torch_file",
+    "checkpoint_model_label",
     "detector_from_checkpoint",
     "detector_meta",
     "SAFE_GLOBALS",
@@ -158,6 +159,18 @@ def detector_from_checkpoint(checkpoint: dict[str, Any], source: str) -> nn.Modu
     load_weights(model, state, source)
     return model
 
+
+def checkpoint_model_label(path: str | os.PathLike[str]) -> str:
+    """:func:`~detkd.models.factory.model_label` of a detkd checkpoint's stored spec (``ssd_cpu_w0.5``).
+
+    Raises:
+        CheckpointError: the file holds no detkd model spec.
+    """
+    meta = load_checkpoint_file(path).get("meta") or {}
+    spec = meta.get("detkd", {}).get("model") if isinstance(meta, dict) else None
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"{path}: no detkd model spec in meta")
+    return model_label(spec)
 
 def detector_meta(detector: nn.Module) -> dict[str, Any]:
     """What ``meta["detkd"]`` records so :func:`load_detector` needs no config: the builder spec,

@@ -17,7 +17,7 @@ import torch.nn as nn
 from detkd.errors import ConfigError
 from detkd.options import check_kwargs, closest
 
-__all__ = ["MODELS", "build_model", "model_spec", "register_model"]
+__all__ = ["MODELS", "build_model", "model_label", "model_spec", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 F = TypeVar("F", bound=Callable[..., nn.Module])
@@ -80,3 +80,10 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     if spec is None:
         raise ValueError(f"{type(model).__name__} was not built with build_model(); its spec is unknown")
     return spec
+
+
+def model_label(spec: dict[str, Any]) -> str:
+    """A short name for a ``{"name", "kwargs"}`` spec: ``<name>_w<width>`` (``ssd_cpu_w0.5``) when the
+    builder took a width, else the name."""
+    width = (spec.get("kwargs") or {}).get("width")
+    return f"{spec['name']}_w{width:g}" if isinstance(width, (int, float)) else str(spec["name"])

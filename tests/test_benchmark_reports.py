@@ -1,0 +1,78 @@
+"""Benchmark reports computed from crafted rows: prune_ssd (points lost against each subject's unpruned
+model, the targets) and distill_ablation (several teachers in one table)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def prune_ssd():
+    return _script("prune_ssd")
+
+
+def _row(subject, method, mAP50, AP, param_ratio=1.0, speedup=1.0, retrained=True):
+    return {"subject": subject, "variant": None if method == "unpruned" else "distill", "method": method, "ratio": 0.65,
+            "retrained": retrained, "epochs": 10, "mAP50": mAP50, "AP": AP, "param_ratio": param_ratio, "speedup": speedup}
+
+
+def test_losses_are_points_below_the_unpruned_model_of_the_same_subject(prune_ssd):
+    rows = [_row("w0.5", "l1", 0.845, 0.52), _row("w0.25", "unpruned", 0.80, 0.50), _row("w0.5", "unpruned", 0.85, 0.50),
+            _row("w0.25", "l1", 0.81, 0.40)]
+    out = prune_ssd.with_losses(rows)
+    assert [(r["subject"], r["method"]) for r in out] == [("w0.5", "unpruned"), ("w0.5", "l1"), ("w0.25", "unpruned"), ("w0.25", "l1")]
+    assert out[1]["mAP50_loss"] == pytest.approx(0.5) and out[1]["AP_loss"] == pytest.approx(-2.0)  # 85.0 - 84.5; 50 - 52
+    assert out[3]["mAP50_loss"] == pytest.approx(-1.0) and out[3]["AP_loss"] == pytest.approx(10.0)
+    assert "mAP50_loss" not in out[0]
+
+
+def test_targets_summary_needs_every_target(prune_ssd):
+    rows = prune_ssd.with_losses([_row("w0.5", "unpruned", 0.85, 0.50),
+                                  _row("w0.5", "l1", 0.845, 0.495, param_ratio=7.0, speedup=3.2),   # all met
+                                  _row("w0.5", "taylor", 0.845, 0.48, param_ratio=7.0, speedup=3.2),  # AP -2.0
+                                  _row("w0.5", "singh", 0.85, 0.50, param_ratio=6.6, speedup=3.2, retrained=False)])
+    lines = [line for line in prune_ssd.targets_summary(rows).splitlines() if line.startswith("- ")]
+    assert len(lines) == 2  # the row before retraining is not judged
+    assert lines[0].endswith("all targets met**") and "AP -0.5 met" in lines[0]
+    assert "AP -2.0 missed" in lines[1] and "all targets met" not in lines[1]
+
+
+def _student(method, seed, mAP50, teacher=None, latency=10.0):
+    return {"name": f"bccd_{method}_s{seed}", "dataset": "bccd", "method": method, "seed": seed, "epochs": 30,
+            "teacher_cache": None if method in ("labels_only", "teacher") else True, "teacher_model": teacher, "imgsz": 320,
+            "params": 3_640_000, "flops": 990_000_000, "mAP50": mAP50, "AP": mAP50 / 2, "onnx_latency_ms": latency,
+            "train_step_ms": 1200.0, "val_curve": [[25, mAP50], [30, mAP50]]}
+
+
+def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
+    from detkd.engine.results import ResultsFile
+
+    ablation = _script("distill_ablation")
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    for row in [_student("labels_only", 0, 0.60), _student("labels_only", 1, 0.62),
+                _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"), _student("kd_full_unlabeled", 1, 0.68, "ssd_cpu_w0.25"),
+                _student("kd_full_unlabeled", 0, 0.70, "ssd_cpu_w0.5"), _student("kd_full_unlabeled", 1, 0.72, "ssd_cpu_w0.5"),
+                _student("teacher", 0, 0.84, "ssd_cpu_w0.25", latency=30.0), _student("teacher", 0, 0.87, "ssd_cpu_w0.5", latency=80.0)]:
+        results.add(row, key=ablation.KEY)
+    assert len(results.rows) == 8  # the teacher is part of the key: the two teachers' seed-0 rows are both kept
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    assert "| kd_full_unlabeled (30 ep, cached, from ssd_cpu_w0.5) | 2 | 0.710 ± 0.014 |" in text
+    assert "| teacher ssd_cpu_w0.5 (30 ep) | 1 | 0.870 |" in text
+    small, large = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
+    # +6.0 / +10.0 points over labels-only (0.61); 0.67 / 0.84 = 80 % at 30 / 10 = 3.0x; 0.71 / 0.87 = 82 % at 8.0x
+    assert "**+6.0 mAP50" in small and "keeps **80 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **3.0x**" in small
+    assert "**+10.0 mAP50" in large and "keeps **82 %** of its teacher's (ssd_cpu_w0.5) mAP50 at **8.0x**" in large
