@@ -20,9 +20,9 @@ import torch
 
 from detkd.data.synthetic import generate_synthetic
 from detkd.distill.runner import load_teacher
-from detkd.engine.checkpoint import load_checkpoint_file, load_detector, save_detector
+from detkd.engine.checkpoint import checkpoint_model_label, load_checkpoint_file, load_detector, save_detector
 from detkd.errors import CheckpointError, DetkdError, TeacherError
-from detkd.models.factory import build_model
+from detkd.models.factory import build_model, model_label
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["a", "b", "c"]
@@ -293,3 +293,14 @@ def test_train_distill_tool_on_a_bad_teacher(kind, tiny_data, tmp_path):
     _assert_one_error_line(_distill(tiny_data, tmp_path / "work", teacher), teacher, *words)
     assert _sha(teacher) == digest
     assert not list((tmp_path / "work").glob("*.pth"))
+
+
+def test_model_label_names_the_model_and_its_width(tmp_path):
+    assert model_label({"name": "ssd_cpu", "kwargs": {"width": 0.5, "imgsz": 320}}) == "ssd_cpu_w0.5"
+    assert model_label({"name": "ssd300_vgg16", "kwargs": {}}) == "ssd300_vgg16"
+    path = tmp_path / "tiny.pth"
+    save_detector(_tiny(), path)
+    assert checkpoint_model_label(path) == "fyolo_w0.125"
+    torch.save({"state_dict": {}}, tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="bare.pth: no detkd model spec"):
+        checkpoint_model_label(tmp_path / "bare.pth")
