@@ -54,6 +54,7 @@ COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "imgs
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
 TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
+RETRAIN_EPOCHS = 10  # the benchmark's retraining budget; rows of another budget are named by it
 ROUNDED = ["prune.round_to=8"]
 VARIANTS = {  # extra prune options per variant (the methods they do not apply to ignore them)
     "paper": ["prune.round_to=1"],
@@ -71,7 +72,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="the trained CPU-scale SSD (tools/train.py configs/train/ssd_cpu_bccd.py)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="BCCD root")
-    parser.add_argument("--retrain-epochs", type=int, default=10)
+    parser.add_argument("--retrain-epochs", type=int, default=RETRAIN_EPOCHS,
+                        help="retraining epochs (default: %(default)s; other values get their own rows and work folders)")
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--only", nargs="+", choices=["singh", "l1", "taylor", "ssd300"], default=["singh", "l1", "taylor", "ssd300"])
@@ -86,8 +88,10 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
     """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
     subject = checkpoint_model_label(args.checkpoint)
     folder = method if ratio is None else f"{method}_{ratio:g}"
+    budget = "" if args.retrain_epochs == RETRAIN_EPOCHS else f"_ep{args.retrain_epochs}"
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
         folder = f"{subject}/{args.variant}/{folder}"
+    folder += budget
     work = WORK / folder
     cmd = [sys.executable, "tools/prune.py", "configs/prune/ssd_cpu_bccd.py", "--checkpoint", str(args.checkpoint),
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
@@ -111,7 +115,7 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
         if row["method"] == "unpruned":
             row.update(name=f"bccd_{subject}_unpruned" if tag else "bccd_unpruned", ratio=0.0, epochs=None, variant=None)
         else:
-            row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}",
+            row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}",
                        ratio=round(removed, 3), requested_ratio=ratio,
                        epochs=args.retrain_epochs if row["retrained"] else 0,
                        sparsity_epochs=args.sparsity_epochs if method == "singh" else 0,
@@ -178,7 +182,8 @@ def main() -> int:
             jobs += [(method, r) for r in args.ratios]
     subject = checkpoint_model_label(args.checkpoint) if jobs else None
     for method, ratio in jobs:
-        done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant)
+        done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant,
+                           epochs=args.retrain_epochs)
         if args.retime:
             if done:
                 for row in prune_row(method, ratio, args, ["report"]):
@@ -189,6 +194,9 @@ def main() -> int:
         for row in prune_row(method, ratio, args):
             if row["method"] == "unpruned" and results.has(method="unpruned", dataset="bccd", subject=subject):
                 continue
+            if not row["retrained"] and results.has(method=method, requested_ratio=ratio, retrained=False, dataset="bccd",
+                                                    subject=subject, variant=args.variant):
+                continue  # another retraining budget of the same plan: the pruned model is the same
             results.add({**row, "command": command}, key=("name", "dataset"))
     if "ssd300" in args.only and (args.retime or not results.has(dataset="voc_shape_random_weights")):
         for row in ssd300_rows(args):
