@@ -62,8 +62,6 @@ def build(binary: dict[str, Any] | None, args: argparse.Namespace) -> torch.nn.M
 
 def timers(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Per row, a function that opens a fresh session and returns one timed median (ms)."""
-    import openvino as ov
-
     from detkd.binary.packing import pack_model
     from detkd.export.int8 import quantize_int8
     from detkd.export.onnx import export_onnx, ort_session
@@ -78,14 +76,13 @@ def timers(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     export_binary_ir(binary_all, work / "all.xml", check_images=image)
     export_binary_ir(binary_speed, work / "speed.xml", check_images=image)
     eager = pack_model(binary_all)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}
 
     def ort(path: Path) -> float:
         session = ort_session(path, args.threads)
         return time_fn(lambda: session.run(None, {"images": feed}), 5, args.iters).median_ms
 
     def openvino(path: Path) -> float:
-        compiled = ov.Core().compile_model(str(path), "CPU", config) if path.suffix == ".onnx" else compile_ir(path, args.threads)
+        compiled = compile_ir(path, args.threads)
         return time_fn(lambda: compiled(feed), 5, args.iters).median_ms
 
     def torch_eager() -> float:

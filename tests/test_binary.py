@@ -301,6 +301,8 @@ def test_binary_student_deploys_to_openvino_ir(tmp_path):
     assert xml.count('type="BinaryConvolution"') == binary > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.bin", "student.xml"]  # nothing else left behind
     deployed = OpenVINODetector(tmp_path / "student.xml", model)
+    # float32 inference on every CPU (OpenVINO's default is bf16 where AVX512_BF16 or AMX exist)
+    assert str(deployed.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     with torch.no_grad():
         assert torch.allclose(deployed(images), model(images), atol=1e-3)
     float_model = build_model("fyolo", class_names=["a", "b"], imgsz=64, width=0.25)

@@ -134,14 +134,22 @@ def openvino_core() -> Any:
     return core
 
 
-def compile_ir(path: str | os.PathLike[str], threads: int | None = None) -> Any:
-    """An OpenVINO compiled model (CPU, latency hint, ``threads`` inference threads) of an IR ``.xml``."""
-    import openvino as ov
-
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+def cpu_config(threads: int | None = None) -> dict[str, Any]:
+    """OpenVINO CPU settings for every detkd model: latency hint, ``threads`` inference threads, and float32
+    inference. OpenVINO runs in bfloat16 by default on CPUs with AVX512_BF16 or AMX; there its
+    BinaryConvolution has no bf16 input layout ("could not create reorder primitive", OpenVINO 2026.4 on an
+    AMD EPYC with avx512_bf16), and bf16 would also leave the float-simulation parity the export checks."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return ov.Core().compile_model(str(path), "CPU", config)
+    return config
+
+
+def compile_ir(path: str | os.PathLike[str], threads: int | None = None) -> Any:
+    """An OpenVINO compiled model (CPU, ``cpu_config(threads)``) of an IR ``.xml`` or an ONNX file."""
+    import openvino as ov
+
+    return ov.Core().compile_model(str(path), "CPU", cpu_config(threads))
 
 
 class OpenVINODetector(RuntimeDetector):
