@@ -25,7 +25,8 @@ FitNets stage always runs the online teacher (it needs its features). Each row r
 ``epochs``, ``teacher_cache``, ``train_step_ms`` (median training step, batch 16, data loading
 included, after epoch 1) and ``val_curve`` (val mAP50 at every validation of the run: has it stopped
 improving?). Without --teacher-ckpt the teacher is trained first (tools/train.py,
---teacher-epochs). Rows record their teacher's model and width (``teacher_model``, e.g. ``ssd_cpu_w0.25``):
+--teacher-epochs). Rows record their teacher's model and width (``teacher_model``, e.g. ``ssd_cpu_w0.25``; from
+--teacher-ckpt also which file, ``ssd_cpu_w0.5@1a2b3c4d``, the first 8 hex digits of its SHA-256):
 distilling from another teacher (``--teacher-ckpt`` of a width-0.5 SSD, or ``--teacher-width``) adds rows
 beside the others (work folders ``<method>_from_<teacher>``), and the report then names the teacher in
 each group and computes the targets per teacher. Resumable: every training resumes from its last checkpoint, and rows already in the
@@ -134,10 +135,11 @@ def cached(method: str, args: argparse.Namespace) -> bool | None:
 
 
 def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
-    """The teacher's model and width (``ssd_cpu_w0.25``): from --teacher-ckpt, else the dataset's teacher
-    config with --teacher-width (``default``: the config as it is)."""
+    """The teacher's model and width (``ssd_cpu_w0.25``): from --teacher-ckpt (with its file's hash,
+    ``ssd_cpu_w0.5@1a2b3c4d``), else the dataset's teacher config with --teacher-width (``default``: the
+    config as it is)."""
     if args.teacher_ckpt and not default:
-        return checkpoint_model_label(args.teacher_ckpt)
+        return checkpoint_model_label(args.teacher_ckpt, file_hash=True)
     model = dict(load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['teacher']}.py").model)
     width = model.get("width") if default or not args.teacher_width else args.teacher_width
     return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})

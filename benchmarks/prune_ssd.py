@@ -24,8 +24,10 @@ is too slow for a 2-core CPU).
 distillation from the unpruned SSD), ``group`` / ``bn_scale`` (+ Singh's sparsity stage with group-lasso
 or BatchNorm-scale penalty), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
 the layer latency table). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
-and ``subject`` (the checkpoint's model and width), so a width-0.5 SSD and the width-0.25 one sit in
-one table; ``flop_ratio`` and ``flops_to_latency`` (speedup / flop_ratio) show how much of the FLOP
+and ``subject`` (the checkpoint's model and width, then ``@`` and the first 8 hex digits of the file's
+SHA-256: a subject trained again is another subject, never compared with the first one's rows), so a
+width-0.5 SSD and the width-0.25 one sit in one table (rows made before the hash was recorded name the
+model and width only); ``flop_ratio`` and ``flops_to_latency`` (speedup / flop_ratio) show how much of the FLOP
 reduction became time. For Singh rows the report adds the sparsity curve: the fraction of filters
 emptied (below 1 % of their layer's mean BN-folded norm) after each sparsity epoch, per variant.
 
@@ -86,7 +88,7 @@ def parse_args() -> argparse.Namespace:
 
 def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages: list[str] | None = None) -> list[dict]:
     """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
-    subject = checkpoint_model_label(args.checkpoint)
+    subject = checkpoint_model_label(args.checkpoint, file_hash=True)
     folder = method if ratio is None else f"{method}_{ratio:g}"
     budget = "" if args.retrain_epochs == RETRAIN_EPOCHS else f"_ep{args.retrain_epochs}"
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
@@ -180,7 +182,7 @@ def main() -> int:
             jobs.append(("singh", None))
         elif method in ("l1", "taylor"):
             jobs += [(method, r) for r in args.ratios]
-    subject = checkpoint_model_label(args.checkpoint) if jobs else None
+    subject = checkpoint_model_label(args.checkpoint, file_hash=True) if jobs else None
     for method, ratio in jobs:
         done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant,
                            epochs=args.retrain_epochs)

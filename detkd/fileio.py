@@ -9,6 +9,7 @@ gets the permissions any new file gets under the process's umask (``mkstemp`` al
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,10 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "new_file_mode",
+__all__ = ["TEMP_SUFFIX", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256", "new_file_mode",
            "remove_temp_files"]
 
 TEMP_SUFFIX = ".detkd-tmp"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def new_file_mode() -> int:

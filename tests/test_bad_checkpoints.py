@@ -301,6 +301,13 @@ def test_model_label_names_the_model_and_its_width(tmp_path):
     path = tmp_path / "tiny.pth"
     save_detector(_tiny(), path)
     assert checkpoint_model_label(path) == "fyolo_w0.125"
+    again, copy = tmp_path / "again.pth", tmp_path / "copy.pth"  # the same spec trained again; the same file copied
+    torch.manual_seed(1)
+    save_detector(_tiny(), again)
+    copy.write_bytes(path.read_bytes())
+    label, other, same = (checkpoint_model_label(p, file_hash=True) for p in (path, again, copy))
+    assert label.startswith("fyolo_w0.125@") and len(label) == len("fyolo_w0.125@") + 8
+    assert label != other and label == same
     torch.save({"state_dict": {}}, tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match="bare.pth: no detkd model spec"):
         checkpoint_model_label(tmp_path / "bare.pth")

@@ -76,3 +76,4 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
     # +6.0 / +10.0 points over labels-only (0.61); 0.67 / 0.84 = 80 % at 30 / 10 = 3.0x; 0.71 / 0.87 = 82 % at 8.0x
     assert "**+6.0 mAP50" in small and "keeps **80 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **3.0x**" in small
     assert "**+10.0 mAP50" in large and "keeps **82 %** of its teacher's (ssd_cpu_w0.5) mAP50 at **8.0x**" in large
+

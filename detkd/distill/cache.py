@@ -33,20 +33,11 @@ from detkd.data.images import ImageReadError, load_image
 from detkd.data.records import ImageRecord
 from detkd.data.transforms import letterbox
 from detkd.errors import TeacherError
-from detkd.fileio import atomic_write_bytes
+from detkd.fileio import atomic_write_bytes, file_sha256
 
-__all__ = ["TeacherCache", "cache_key", "file_sha256", "teacher_sha256"]
+__all__ = ["TeacherCache", "cache_key", "teacher_sha256"]
 
 FORMAT = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def teacher_sha256(teacher: nn.Module, checkpoint: str | Path) -> str:

@@ -30,7 +30,7 @@ import torch.nn as nn
 from mmengine.fileio import LocalBackend, register_backend
 
 from detkd.errors import CheckpointError
-from detkd.fileio import atomic_write_bytes
+from detkd.fileio import atomic_write_bytes, file_sha256
 from detkd.models.factory import build_model, model_label, model_spec
 from detkd.models.torch_file import check_torch_file, load_error_reason as _reason, one_line as _one_line
 
@@ -160,8 +160,10 @@ def detector_from_checkpoint(checkpoint: dict[str, Any], source: str) -> nn.Modu
     return model
 
 
-def checkpoint_model_label(path: str | os.PathLike[str]) -> str:
-    """:func:`~detkd.models.factory.model_label` of a detkd checkpoint's stored spec (``ssd_cpu_w0.5``).
+def checkpoint_model_label(path: str | os.PathLike[str], file_hash: bool = False) -> str:
+    """:func:`~detkd.models.factory.model_label` of a detkd checkpoint's stored spec (``ssd_cpu_w0.5``);
+    with ``file_hash``, also which file: ``@`` and the first 8 hex digits of its SHA-256
+    (``ssd_cpu_w0.5@1a2b3c4d``), so a model trained again is told apart from the first one.
 
     Raises:
         CheckpointError: the file holds no detkd model spec.
@@ -170,7 +172,7 @@ def checkpoint_model_label(path: str | os.PathLike[str]) -> str:
     spec = meta.get("detkd", {}).get("model") if isinstance(meta, dict) else None
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError(f"{path}: no detkd model spec in meta")
-    return model_label(spec)
+    return model_label(spec) + (f"@{file_sha256(path)[:8]}" if file_hash else "")
 
 def detector_meta(detector: nn.Module) -> dict[str, Any]:
     """What ``meta["detkd"]`` records so :func:`load_detector` needs no config: the builder spec,
