@@ -173,6 +173,18 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
     return best_checkpoint(work)
 
 
+def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.Namespace) -> None:
+    """Stop before training the default teacher again when the results already hold rows of a teacher
+    with that label: its checkpoint is gone (a fresh machine), and students of a new teacher would be
+    counted with the old one's. A new teacher's rows come from ``--teacher-ckpt``, named by its hash."""
+    if RunState(work_dir("teacher", 0, args)).finished():
+        return
+    if results.has(dataset=args.dataset, teacher_model=label, series=None):
+        raise SystemExit(f"{RESULTS / 'distill_ablation.json'} holds rows distilled from {label}, whose checkpoint is not in "
+                         f"{work_dir('teacher', 0, args)}; a teacher trained again would mix with them. Train it with "
+                         "tools/train.py and pass --teacher-ckpt (its rows are named by the file's hash).")
+
+
 def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:
     """Peer rows: ultralytics' own trainer, YOLOv8n from its yaml, with ``distill_model`` = a YOLOv8s
     trained the same way (seed 0) for ``ultralytics_kd`` (ultralytics' default ``dis`` weight); the student
@@ -251,6 +263,7 @@ def main() -> int:
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
+        refuse_new_default_teacher(results, label, args)
         teacher = train_row("teacher", 0, None, args)
     spec = DATASETS[args.dataset]
     cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",

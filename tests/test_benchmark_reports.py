@@ -77,3 +77,25 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
     assert "**+6.0 mAP50" in small and "keeps **80 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **3.0x**" in small
     assert "**+10.0 mAP50" in large and "keeps **82 %** of its teacher's (ssd_cpu_w0.5) mAP50 at **8.0x**" in large
 
+
+
+def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkeypatch):
+    import argparse
+
+    from detkd.engine.results import ResultsFile
+    from detkd.engine.run_state import RunState
+
+    ablation = _script("distill_ablation")
+    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
+    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False)
+    label = ablation.teacher_label(args)
+    assert label == "ssd_cpu_w0.25"
+    ablation.refuse_new_default_teacher(results, label, args)  # no rows of that teacher: training it is fine
+    results.add(_student("kd_full_unlabeled", 0, 0.66, label), key=ablation.KEY)
+    with pytest.raises(SystemExit, match="holds rows distilled from ssd_cpu_w0.25, whose checkpoint is not in"):
+        ablation.refuse_new_default_teacher(results, label, args)
+    state = RunState(ablation.work_dir("teacher", 0, args))  # the teacher is here, finished: its rows may grow
+    state.begin("train", {"train": {"epochs": 30}}, resume=False)
+    state.finish()
+    ablation.refuse_new_default_teacher(results, label, args)
