@@ -92,8 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30, help="epochs of every student row (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the student rows (default: 0 1 2)")
     parser.add_argument("--online", action="store_true", help="distill from the online teacher instead of the teacher cache")
-    parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one (its rows are named by its model "
-                        "and width, e.g. ssd_cpu_w0.5)")
+    parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one (its rows are named by its model, "
+                        "width and file hash, e.g. ssd_cpu_w0.5@1a2b3c4d)")
     parser.add_argument("--teacher-epochs", type=int, default=30, help="epochs of a teacher trained here (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
