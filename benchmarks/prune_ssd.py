@@ -29,7 +29,8 @@ SHA-256: a subject trained again is another subject, never compared with the fir
 width-0.5 SSD and the width-0.25 one sit in one table (rows made before the hash was recorded name the
 model and width only); ``flop_ratio`` and ``flops_to_latency`` (speedup / flop_ratio) show how much of the FLOP
 reduction became time. For Singh rows the report adds the sparsity curve: the fraction of filters
-emptied (below 1 % of their layer's mean BN-folded norm) after each sparsity epoch, per variant.
+emptied (below 1 % of their layer's mean BN-folded norm) after each sparsity epoch, per variant; every
+retrained row keeps ``val_curve`` (val mAP50 at each validation of its retraining).
 
 Resumable: the tool resumes its stages; rows already in the results file are skipped.
 Outputs: benchmarks/results/prune_ssd.{json,md,png}.
@@ -45,7 +46,7 @@ import sys
 from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
-from detkd.engine.benchmark import machine_info
+from detkd.engine.benchmark import machine_info, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
@@ -117,6 +118,8 @@ def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages
         if row["method"] == "unpruned":
             row.update(name=f"bccd_{subject}_unpruned" if tag else "bccd_unpruned", ratio=0.0, epochs=None, variant=None)
         else:
+            if row["retrained"]:
+                row["val_curve"] = validation_curve(work / "retrain")
             row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}",
                        ratio=round(removed, 3), requested_ratio=ratio,
                        epochs=args.retrain_epochs if row["retrained"] else 0,
@@ -200,6 +203,9 @@ def main() -> int:
                                                     subject=subject, variant=args.variant):
                 continue  # another retraining budget of the same plan: the pruned model is the same
             results.add({**row, "command": command}, key=("name", "dataset"))
+    for row in [r for r in results.rows if r.get("retrained") and not r.get("val_curve") and r.get("work_dir")]:
+        if (REPO / row["work_dir"] / "retrain").is_dir():  # rows made before their curve was kept, work folder still here
+            results.add({**row, "val_curve": validation_curve(REPO / row["work_dir"] / "retrain")}, key=("name", "dataset"))
     if "ssd300" in args.only and (args.retime or not results.has(dataset="voc_shape_random_weights")):
         for row in ssd300_rows(args):
             results.add({**row, "command": command}, key=("name", "dataset"))
@@ -255,6 +261,11 @@ def write_report(results: ResultsFile) -> None:
                  "BN-folded norm - after each sparsity epoch).\n\n"
                  + markdown_table([dict(r, curve=", ".join(f"{v:.2f}" for v in r["sparsity_curve"])) for r in curves],
                                   ["subject", "variant", "sparsity_epochs", "curve"]))
+    retrains = [r for r in bccd if r.get("val_curve") and r["retrained"]]
+    if retrains:
+        text += ("\n**Retraining curves** (val mAP50 at each validation of the retraining: has it stopped improving?).\n\n"
+                 + markdown_table([dict(r, curve=", ".join(f"{v:.3f} (ep {e})" for e, v in r["val_curve"])) for r in retrains],
+                                  ["subject", "variant", "method", "ratio", "epochs", "curve"]))
     for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
         data = row["sweep"]
         rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]

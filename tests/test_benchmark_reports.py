@@ -99,3 +99,18 @@ def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkey
     state.begin("train", {"train": {"epochs": 30}}, resume=False)
     state.finish()
     ablation.refuse_new_default_teacher(results, label, args)
+
+
+def test_prune_report_shows_each_retraining_curve(prune_ssd, tmp_path, monkeypatch):
+    from detkd.engine.results import ResultsFile
+
+    monkeypatch.setattr(prune_ssd, "RESULTS", tmp_path)
+    monkeypatch.setattr(prune_ssd, "plot_map_vs_fps", lambda *a, **k: None)
+    results = ResultsFile(tmp_path / "prune_ssd.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    for row in [_row("w0.5", "unpruned", 0.85, 0.50, retrained=False),
+                {**_row("w0.5", "l1", 0.80, 0.45), "val_curve": [[5, 0.776], [10, 0.8]]}]:
+        results.add({**row, "name": row["method"], "dataset": "bccd", "imgsz": 320, "params": 1, "flops": 1,
+                     "onnx_latency_ms": 1.0})
+    prune_ssd.write_report(results)
+    text = (tmp_path / "prune_ssd.md").read_text()
+    assert "| w0.5 | distill | l1 | 0.650 | 10 | 0.776 (ep 5), 0.800 (ep 10) |" in text
