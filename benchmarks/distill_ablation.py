@@ -177,11 +177,12 @@ def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.
     """Stop before training the default teacher again when the results already hold rows of a teacher
     with that label: its checkpoint is gone (a fresh machine), and students of a new teacher would be
     counted with the old one's. A new teacher's rows come from ``--teacher-ckpt``, named by its hash."""
-    if RunState(work_dir("teacher", 0, args)).finished():
+    work = work_dir("teacher", 0, args)
+    if RunState(work).finished():
         return
     if results.has(dataset=args.dataset, teacher_model=label, series=None):
         raise SystemExit(f"{RESULTS / 'distill_ablation.json'} holds rows distilled from {label}, whose checkpoint is not in "
-                         f"{work_dir('teacher', 0, args)}; a teacher trained again would mix with them. Train it with "
+                         f"{work}; a teacher trained again would mix with them. Train it with "
                          "tools/train.py and pass --teacher-ckpt (its rows are named by the file's hash).")
 
 

@@ -87,9 +87,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def prune_row(method: str, ratio: float | None, args: argparse.Namespace, stages: list[str] | None = None) -> list[dict]:
-    """Run the tool for one method/ratio (all stages, or ``stages``); its report rows with the benchmark's keys."""
-    subject = checkpoint_model_label(args.checkpoint, file_hash=True)
+def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Namespace,
+              stages: list[str] | None = None) -> list[dict]:
+    """Run the tool for one method/ratio (all stages, or ``stages``) on the checkpoint whose label is
+    ``subject``; its report rows with the benchmark's keys."""
     folder = method if ratio is None else f"{method}_{ratio:g}"
     budget = "" if args.retrain_epochs == RETRAIN_EPOCHS else f"_ep{args.retrain_epochs}"
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
@@ -191,12 +192,12 @@ def main() -> int:
                            epochs=args.retrain_epochs)
         if args.retime:
             if done:
-                for row in prune_row(method, ratio, args, ["report"]):
+                for row in prune_row(method, ratio, subject, args, ["report"]):
                     results.add({**row, "command": command}, key=("name", "dataset"))
             continue
         if done:
             continue
-        for row in prune_row(method, ratio, args):
+        for row in prune_row(method, ratio, subject, args):
             if row["method"] == "unpruned" and results.has(method="unpruned", dataset="bccd", subject=subject):
                 continue
             if not row["retrained"] and results.has(method=method, requested_ratio=ratio, retrained=False, dataset="bccd",

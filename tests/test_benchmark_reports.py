@@ -78,7 +78,6 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
     assert "**+10.0 mAP50" in large and "keeps **82 %** of its teacher's (ssd_cpu_w0.5) mAP50 at **8.0x**" in large
 
 
-
 def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkeypatch):
     import argparse
 

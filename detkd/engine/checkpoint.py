@@ -174,6 +174,7 @@ def checkpoint_model_label(path: str | os.PathLike[str], file_hash: bool = False
         raise CheckpointError(f"{path}: no detkd model spec in meta")
     return model_label(spec) + (f"@{file_sha256(path)[:8]}" if file_hash else "")
 
+
 def detector_meta(detector: nn.Module) -> dict[str, Any]:
     """What ``meta["detkd"]`` records so :func:`load_detector` needs no config: the builder spec,
     class names, input size, and the pruning record of a pruned model."""
