@@ -22,7 +22,7 @@ is too slow for a 2-core CPU).
 ``--variant`` adds the options of the pruning work on top of the paper's recipe (``VARIANTS``):
 ``rounded`` (every pruned conv keeps a multiple of 8 filters), ``distill`` (+ retraining with output
 distillation from the unpruned SSD), ``group`` / ``bn_scale`` (+ Singh's sparsity stage with group-lasso
-or BatchNorm-scale penalty), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
+or BatchNorm-scale penalty, its lambda matched to the L1 lambda on the subject: ``sparsity_weight``), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
 the layer latency table). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
 and ``subject`` (the checkpoint's model and width, then ``@`` and the first 8 hex digits of the file's
 SHA-256: a subject trained again is another subject, never compared with the first one's rows), so a
@@ -63,7 +63,7 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
     "paper": ["prune.round_to=1"],
     "rounded": ROUNDED,
     "distill": [*ROUNDED, "prune.retrain.distill=True"],
-    "group": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group"],
+    "group": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group"],  # lambda: sparsity_weight()
     "bn_scale": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=bn_scale"],
     "latency": [*ROUNDED, "prune.retrain.distill=True", "prune.latency_aware=True"],
 }
@@ -87,6 +87,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def sparsity_weight(args: argparse.Namespace) -> float:
+    """lambda of Singh's sparsity stage: the config's (L1, 5e-4), or for the ``group`` / ``bn_scale``
+    variants that lambda matched to their penalty on this subject, so every filter feels the pull L1 gives
+    it (:func:`detkd.prune.sparsity.l1_matched_weight`; on the width-0.5 SSD 35x and 23x the L1 lambda)."""
+    kind = args.variant if args.variant in ("group", "bn_scale") else "l1"
+    from mmengine.config import Config
+
+    from detkd.engine.checkpoint import load_detector
+    from detkd.prune.groups import resolve_layer_set
+    from detkd.prune.sparsity import l1_matched_weight
+
+    cfg = Config.fromfile(str(REPO / "configs" / "prune" / "ssd_cpu_bccd.py"))
+    detector = load_detector(args.checkpoint)
+    weight = l1_matched_weight(detector, resolve_layer_set(detector, cfg.prune.layers), kind, cfg.prune.sparsity.weight)
+    return float(f"{weight:.3g}")
+
+
 def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Namespace,
               stages: list[str] | None = None) -> list[dict]:
     """Run the tool for one method/ratio (all stages, or ``stages``) on the checkpoint whose label is
@@ -101,6 +118,9 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
            f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}",
            *VARIANTS[args.variant]]
+    penalty = sparsity_weight(args) if method == "singh" else None
+    if penalty is not None:
+        cmd.append(f"prune.sparsity.weight={penalty:g}")
     if ratio is not None:
         cmd += ["--ratio", str(ratio)]
     if stages:
@@ -124,7 +144,7 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
             row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}",
                        ratio=round(removed, 3), requested_ratio=ratio,
                        epochs=args.retrain_epochs if row["retrained"] else 0,
-                       sparsity_epochs=args.sparsity_epochs if method == "singh" else 0,
+                       sparsity_epochs=args.sparsity_epochs if method == "singh" else 0, sparsity_weight=penalty,
                        sparsity_curve=sparsity_curve(work / "sparsity") if method == "singh" else None,
                        sweep=json.loads((work / "sweep.json").read_text()) if method == "singh" else None)
         rows.append(row)
@@ -259,9 +279,9 @@ def write_report(results: ResultsFile) -> None:
     curves = [r for r in bccd if r.get("sparsity_curve") and r["retrained"]]
     if curves:
         text += ("\n**Sparsity curves** (fraction of the layer set's filters emptied - below 1 % of their layer's mean "
-                 "BN-folded norm - after each sparsity epoch).\n\n"
+                 "BN-folded norm - after each sparsity epoch; `sparsity_weight`: the penalty's lambda).\n\n"
                  + markdown_table([dict(r, curve=", ".join(f"{v:.2f}" for v in r["sparsity_curve"])) for r in curves],
-                                  ["subject", "variant", "sparsity_epochs", "curve"]))
+                                  ["subject", "variant", "sparsity_weight", "sparsity_epochs", "curve"]))
     retrains = [r for r in bccd if r.get("val_curve") and r["retrained"]]
     if retrains:
         text += ("\n**Retraining curves** (val mAP50 at each validation of the retraining: has it stopped improving?).\n\n"

@@ -18,7 +18,7 @@ from detkd.prune.importance import L1Importance
 from detkd.prune.latency import latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
 from detkd.prune.retrain import SSDDistillModel
-from detkd.prune.sparsity import SparsityModel, empty_filter_fraction, filter_norms, sparsity_penalty
+from detkd.prune.sparsity import SparsityModel, empty_filter_fraction, filter_norms, l1_matched_weight, sparsity_penalty
 
 C43 = "backbone.features.conv4_3.0"
 
@@ -89,6 +89,34 @@ def test_penalties_by_hand():
     assert empty_filter_fraction(model, ["block.0"]) == 1 / 8  # the filter behind gamma = 0
     with pytest.raises(ValueError, match="sparsity kind"):
         sparsity_penalty(model, ["block.0"], "l2")
+
+
+def test_l1_matched_weight_pulls_each_filter_as_hard_as_l1():
+    model = _Crafted().eval()
+    conv, bn = model.block[0], model.block[1]
+    with torch.no_grad():
+        conv.weight.fill_(0.5)  # 27 weights per filter; folded L1 per filter 13.5 * |gamma|
+        bn.weight.copy_(torch.tensor([1.0, -2.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0]))
+        bn.running_var.fill_(1.0 - bn.eps)
+    assert l1_matched_weight(model, ["block.0"], "l1", 1e-3) == 1e-3
+    group = l1_matched_weight(model, ["block.0"], "group", 1e-3)
+    assert group == pytest.approx(1e-3 * 27 ** 0.5, rel=1e-6)
+    assert l1_matched_weight(model, ["block.0"], "bn_scale", 1e-3) == pytest.approx(1e-3 * 13.5, rel=1e-6)  # 13.5*7.5 / 7.5
+
+    def pull(kind: str, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        (weight * sparsity_penalty(model, ["block.0"], kind)).backward()
+        weights = conv.weight.grad if conv.weight.grad is not None else torch.zeros_like(conv.weight)
+        return weights.flatten(1).norm(dim=1), bn.weight.grad.abs().clone()
+
+    l1_w, l1_gamma = pull("l1", 1e-3)
+    group_w, _ = pull("group", group)
+    live = torch.tensor([1.0, 2.0, 0.0, 0.5, 1, 1, 1, 1]) > 0
+    assert torch.allclose(group_w[live], l1_w[live], rtol=1e-5)  # the same pull on every filter's weights
+    _, bn_gamma = pull("bn_scale", l1_matched_weight(model, ["block.0"], "bn_scale", 1e-3))
+    assert torch.allclose(bn_gamma, l1_gamma, rtol=1e-5)  # ... and on every BN scale
+    with pytest.raises(ValueError, match="sparsity kind"):
+        l1_matched_weight(model, ["block.0"], "l2", 1e-3)
 
 
 def test_growing_penalty_follows_the_epoch_the_runner_reports():

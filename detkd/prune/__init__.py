@@ -47,6 +47,7 @@ _EXPORTS = {
     "effective_weights": "sparsity",
     "empty_filter_fraction": "sparsity",
     "filter_norms": "sparsity",
+    "l1_matched_weight": "sparsity",
     "sparsity_penalty": "sparsity",
     "threshold_sweep": "sparsity",
     "weight_sparsity": "sparsity",

@@ -43,7 +43,7 @@ from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
 __all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "effective_weights",
-           "empty_filter_fraction", "filter_norms", "sparsity_penalty", "threshold_sweep", "weight_sparsity", "zero_below"]
+           "empty_filter_fraction", "filter_norms", "l1_matched_weight", "sparsity_penalty", "threshold_sweep", "weight_sparsity", "zero_below"]
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
 EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
@@ -95,6 +95,33 @@ def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1"
         else:
             total = total + filter_norms(detector, [name], fold_bn=False)[0].sum()
     return total
+
+
+@torch.no_grad()
+def l1_matched_weight(detector: nn.Module, names: Sequence[str], kind: str, l1_weight: float, fold_bn: bool = True) -> float:
+    """lambda of penalty ``kind`` that pulls the filters of convs ``names`` as hard, on average, as the L1
+    penalty does at ``l1_weight`` (the kinds' sums have different scales, so one lambda does not fit all).
+
+    L1 pulls a filter of ``n`` (BN-folded) weights with a gradient of norm ``sqrt(n)``, the group term with
+    norm 1: ``group`` gets ``l1_weight`` times the mean of ``sqrt(n)`` over the filters. L1 on BN-folded
+    weights pulls a BatchNorm scale with ``|W|_1 / sigma = |W_folded|_1 / |gamma|``, the BN-scale term with 1:
+    ``bn_scale`` gets ``l1_weight`` times ``sum |W_folded|_1 / sum |gamma|`` (the |gamma|-weighted mean of that
+    ratio, over the convs followed by a BatchNorm). ``l1`` returns ``l1_weight``.
+    """
+    if kind not in SPARSITY_KINDS:
+        raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
+    if kind == "l1":
+        return float(l1_weight)
+    if kind == "group":
+        roots = [torch.full((w.shape[0],), float(w[0].numel()) ** 0.5) for w in effective_weights(detector, names, fold_bn)]
+        return float(l1_weight) * float(torch.cat(roots).mean()) if roots else float(l1_weight)
+    folded = gamma = 0.0
+    for name in names:  # bn_scale
+        bn = _following_bn(detector, name)
+        if bn is not None and bn.weight is not None:
+            folded += float(effective_weights(detector, [name], fold_bn=True)[0].abs().sum())
+            gamma += float(bn.weight.abs().sum())
+    return float(l1_weight) * folded / gamma if gamma > 0 else float(l1_weight)
 
 
 @torch.no_grad()
