@@ -29,8 +29,11 @@ improving?). Without --teacher-ckpt the teacher is trained first (tools/train.py
 --teacher-ckpt also which file, ``ssd_cpu_w0.5@1a2b3c4d``, the first 8 hex digits of its SHA-256):
 distilling from another teacher (``--teacher-ckpt`` of a width-0.5 SSD, or ``--teacher-width``) adds rows
 beside the others (work folders ``<method>_from_<teacher>``), and the report then names the teacher in
-each group and computes the targets per teacher. Resumable: every training resumes from its last checkpoint, and rows already in the
-results file (same method, seed, epochs and teacher route) are skipped; each is written as it finishes.
+each group and computes the targets per teacher. ``--width`` trains the student rows at another width
+(the capacity experiment: rows keep ``student_width``, folders and names end in ``_w<width>``, and each
+distilled row is compared with the labels-only row of its own width). Resumable: every training resumes
+from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route
+and student width) are skipped; each is written as it finishes.
 The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
 over seeds, and the targets computed from those means; the plot shows the means with error bars.
 Outputs: benchmarks/results/distill_ablation.{json,md,png}; work files in benchmarks/work/distill_ablation/.
@@ -75,13 +78,14 @@ OPTIONS = {  # cfg-options per distillation row
     "kd_full_unlabeled": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],  # + dataset's unlabeled
     "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
 }
-COLUMNS = ["method", "seed", "epochs", "teacher_cache", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
+COLUMNS = ["method", "seed", "epochs", "teacher_cache", "student_width", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
            "speedup", "train_step_ms", "teacher_model"]
-KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series")  # one row per training run
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width")  # one row per run
 # ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
 # teacher, machine and schedule), and the report shows them in a table of their own. ``teacher_model``: the
 # teacher's model and width (``ssd_cpu_w0.25``), so rows distilled from another teacher (--teacher-ckpt,
-# --teacher-width) sit beside the others in the same table.
+# --teacher-width) sit beside the others in the same table. ``student_width``: None for the student config's width,
+# else --width (the capacity experiment: a wider student, labels-only and distilled).
 STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
@@ -145,14 +149,32 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
     return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})
 
 
-def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
-    """Work folders; rows of another teacher than the dataset's default get ``_from_<teacher>`` folders."""
+def student_width(args: argparse.Namespace) -> float | None:
+    """The student rows' ``student_width``: --width where it differs from the student config's width, else None
+    (rows of the config's width, as every row made before --width was recorded)."""
+    if args.width is None:
+        return None
+    default = load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").model.get("width")
+    return None if default is not None and float(args.width) == float(default) else float(args.width)
+
+
+def row_suffix(method: str, args: argparse.Namespace) -> str:
+    """What a row's name and work folder add for a student width other than the config's (``_w1``) and a
+    teacher other than the dataset's default (``_from_<teacher>``; the teacher row itself: ``_<teacher>``)."""
     label = teacher_label(args)
-    other = "" if label == teacher_label(args, default=True) else f"_from_{label}"
+    other = label != teacher_label(args, default=True)
     if method == "teacher":
-        return WORK / args.dataset / ("teacher" if not other else f"teacher_{label}")
+        return f"_{label}" if other else ""
+    width = student_width(args) if method not in PEERS else None
+    return (f"_w{width:g}" if width is not None else "") + (f"_from_{label}" if other and method in STUDENT_KD else "")
+
+
+def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
+    """Work folders: ``teacher`` / ``epochs_<e>/seed_<s>/<method>[_online]``, plus :func:`row_suffix`."""
+    if method == "teacher":
+        return WORK / args.dataset / f"teacher{row_suffix(method, args)}"
     route = "_online" if cached(method, args) is False else ""
-    return WORK / args.dataset / f"epochs_{args.epochs}" / f"seed_{seed}" / f"{method}{route}{other if method in STUDENT_KD else ''}"
+    return WORK / args.dataset / f"epochs_{args.epochs}" / f"seed_{seed}" / f"{method}{route}{row_suffix(method, args)}"
 
 
 def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Namespace) -> Path:
@@ -255,12 +277,14 @@ def main() -> int:
     wanted = args.only or METHODS
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     label = teacher_label(args)
+    width = student_width(args)
 
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
             return results.has(method=method, dataset=args.dataset, teacher_model=label, series=None)
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
-                           teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None)
+                           teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None,
+                           student_width=width if method not in PEERS else None)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
@@ -284,7 +308,7 @@ def main() -> int:
             detector = load_detector(ckpt)
             step = train_step_ms(ckpt.parent)
             curve = validation_curve(ckpt.parent)
-        name = f"{args.dataset}_{method}" + (f"_s{seed}" if method != "teacher" else "")
+        name = f"{args.dataset}_{method}{row_suffix(method, args)}" + (f"_s{seed}" if method != "teacher" else "")
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         epochs = args.epochs
         if method == "teacher":  # the epochs its checkpoint records
@@ -292,7 +316,8 @@ def main() -> int:
         row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
                    teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
                    checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row_teacher, REPO), split="val",
-                   teacher_model=row_teacher_model(method, label))
+                   teacher_model=row_teacher_model(method, label),
+                   student_width=width if method not in ("teacher", *PEERS) else None)
         results.add(row, key=KEY)
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
         write_report(results)
@@ -312,16 +337,21 @@ def group_name(row: dict[str, Any], by_teacher: bool = False) -> str:
     route = {True: ", cached", False: ", online", None: ""}[row.get("teacher_cache")]
     source = f", from {row['teacher_model']}" if by_teacher and row["method"] in STUDENT_KD else ""
     name = f"teacher {row['teacher_model']}" if by_teacher and row["method"] == "teacher" else row["method"]
-    return f"{name} ({row['epochs']} ep{route}{source})"
+    width = f", student w{row['student_width']:g}" if row.get("student_width") is not None else ""
+    return f"{name} ({row['epochs']} ep{route}{source}{width})"
 
 
 def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, computed from the means over seeds, one line per student schedule."""
     teachers = {s["teacher_model"]: s for s in summaries if s["method"] == "teacher"}
     lines = []
-    for epochs, source in sorted({(r["epochs"], r["teacher_model"]) for r in rows if r["method"] in STUDENT_KD}):
-        base = next((s for s in summaries if s["method"] == "labels_only" and s["epochs"] == epochs), None)
-        kd = [s for s in summaries if s["method"] in STUDENT_KD and s["epochs"] == epochs and s["teacher_model"] == source]
+    for epochs, source, width in sorted({(r["epochs"], r["teacher_model"], r.get("student_width") or 0.0)
+                                         for r in rows if r["method"] in STUDENT_KD}):
+        def same(s: dict[str, Any]) -> bool:  # the same student schedule and width
+            return s["epochs"] == epochs and (s.get("student_width") or 0.0) == width
+
+        base = next((s for s in summaries if s["method"] == "labels_only" and same(s)), None)
+        kd = [s for s in summaries if s["method"] in STUDENT_KD and same(s) and s["teacher_model"] == source]
         teacher = teachers.get(source)
         if not base or not kd:
             continue
@@ -330,7 +360,7 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         if picks[1][1] is picks[0][1]:
             picks = picks[:1]
         for label, pick in picks:
-            line = (f"- **{epochs} epochs**, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
+            line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
                     f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
                     f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
             if teacher:
@@ -370,6 +400,7 @@ def write_report(results: ResultsFile) -> None:
         for s in summaries:
             first = next(r for r in rows if r["group"] == s["group"])
             s.update(method=first["method"], epochs=first["epochs"], name=s["group"], teacher_model=first.get("teacher_model"),
+                     student_width=first.get("student_width"),
                      dataset=dataset if series is None else f"{dataset}: {series}")
         table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms | val mAP50 gain, last validations |",
                  "|---|---|---|---|---|---|---|---|"]

@@ -1,5 +1,5 @@
 """Benchmark reports computed from crafted rows: prune_ssd (points lost against each subject's unpruned
-model, the targets) and distill_ablation (several teachers in one table)."""
+model, the targets) and distill_ablation (several teachers, student widths in one table)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,40 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
     # +6.0 / +10.0 points over labels-only (0.61); 0.67 / 0.84 = 80 % at 30 / 10 = 3.0x; 0.71 / 0.87 = 82 % at 8.0x
     assert "**+6.0 mAP50" in small and "keeps **80 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **3.0x**" in small
     assert "**+10.0 mAP50" in large and "keeps **82 %** of its teacher's (ssd_cpu_w0.5) mAP50 at **8.0x**" in large
+
+
+def test_distill_report_compares_a_wider_student_with_its_own_labels_only_row(tmp_path, monkeypatch):
+    import argparse
+
+    from detkd.engine.results import ResultsFile
+
+    ablation = _script("distill_ablation")
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
+    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    wide = {"student_width": 1.0, "params": 14_000_000}
+    for row in [_student("labels_only", 0, 0.60), _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"),
+                {**_student("labels_only", 0, 0.70, latency=20.0), **wide},
+                {**_student("kd_full_unlabeled", 0, 0.80, "ssd_cpu_w0.25", latency=20.0), **wide},
+                _student("teacher", 0, 0.84, "ssd_cpu_w0.25", latency=30.0)]:
+        results.add(row, key=ablation.KEY)
+    assert len(results.rows) == 5  # the width is part of the key
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    assert "| labels_only (30 ep, student w1) | 1 | 0.700 |" in text
+    narrow, wider = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
+    assert "student width" not in narrow and "**+6.0 mAP50" in narrow and "keeps **79 %**" in narrow  # 0.66 / 0.84
+    # against the labels-only row of its own width (0.70, not 0.60); 0.80 / 0.84 = 95 % at 30 / 20 = 1.5x
+    assert wider.startswith("- **30 epochs**, student width 1,") and "**+10.0 mAP50" in wider
+    assert "keeps **95 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **1.5x**" in wider
+
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=1.0)
+    assert ablation.student_width(args) == 1.0
+    assert ablation.work_dir("kd_full_unlabeled", 2, args) == tmp_path / "work/bccd/epochs_30/seed_2/kd_full_unlabeled_w1"
+    assert ablation.work_dir("teacher", 0, args) == tmp_path / "work/bccd/teacher"  # the teacher does not change
+    args.width = 0.5  # the config's width: rows and folders as before --width existed
+    assert ablation.student_width(args) is None
+    assert ablation.work_dir("labels_only", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/labels_only"
 
 
 def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkeypatch):
