@@ -169,6 +169,11 @@ def row_suffix(method: str, args: argparse.Namespace) -> str:
     return (f"_w{width:g}" if width is not None else "") + (f"_from_{label}" if other and method in STUDENT_KD else "")
 
 
+def default_teacher(dataset: str) -> str:
+    """The label of ``dataset``'s default teacher (its teacher config as it is, e.g. ``ssd_cpu_w0.25``)."""
+    return teacher_label(argparse.Namespace(dataset=dataset, teacher_ckpt=None, teacher_width=None), default=True)
+
+
 def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
     """Work folders: ``teacher`` / ``epochs_<e>/seed_<s>/<method>[_online]``, plus :func:`row_suffix`."""
     if method == "teacher":
@@ -391,9 +396,10 @@ def write_report(results: ResultsFile) -> None:
         rows.sort(key=lambda r: (r["method"] == "teacher", r["epochs"], (METHODS + PEERS).index(r["method"]),
                                  str(r.get("teacher_model")), str(r.get("teacher_cache")), r["seed"]))
         teachers = {r["teacher_model"]: r for r in rows if r["method"] == "teacher"}
-        teacher = next(iter(teachers.values()), None)  # labels-only and peer rows: against the first teacher
-        for r in rows:  # distilled rows: against their own teacher
-            own = teachers.get(r.get("teacher_model")) if r["method"] in STUDENT_KD else teacher
+        # labels-only and peer rows: against the dataset's default teacher (the one this benchmark trains), else the first
+        teacher = teachers.get(default_teacher(dataset), next(iter(teachers.values()), None))
+        for r in rows:  # distilled rows and each teacher: against their own teacher
+            own = teachers.get(r.get("teacher_model")) if r["method"] in (*STUDENT_KD, "teacher") else teacher
             r["speedup"] = own["onnx_latency_ms"] / r["onnx_latency_ms"] if own else None
             r["group"] = group_name(r, by_teacher=len(teachers) > 1)
         summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
@@ -407,7 +413,7 @@ def write_report(results: ResultsFile) -> None:
         for s in summaries:
             members = [r for r in rows if r["group"] == s["group"]]
             steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
-            own = teachers.get(s["teacher_model"]) if s["method"] in STUDENT_KD else teacher
+            own = teachers.get(s["teacher_model"]) if s["method"] in (*STUDENT_KD, "teacher") else teacher
             speedup = f"{own['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if own else "-"
             step = f"{statistics.median(steps):.0f} ({min(steps):.0f}-{max(steps):.0f})" if steps else "-"
             s["train_step_ms"] = statistics.median(steps) if steps else None  # median: robust to one disturbed run

@@ -65,13 +65,15 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
     for row in [_student("labels_only", 0, 0.60), _student("labels_only", 1, 0.62),
                 _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"), _student("kd_full_unlabeled", 1, 0.68, "ssd_cpu_w0.25"),
                 _student("kd_full_unlabeled", 0, 0.70, "ssd_cpu_w0.5"), _student("kd_full_unlabeled", 1, 0.72, "ssd_cpu_w0.5"),
-                _student("teacher", 0, 0.84, "ssd_cpu_w0.25", latency=30.0), _student("teacher", 0, 0.87, "ssd_cpu_w0.5", latency=80.0)]:
+                _student("teacher", 0, 0.84, "ssd_cpu_w0.25", latency=30.0), {**_student("teacher", 0, 0.87, "ssd_cpu_w0.5", latency=80.0), "epochs": 25}]:  # best epoch 25: listed first
         results.add(row, key=ablation.KEY)
     assert len(results.rows) == 8  # the teacher is part of the key: the two teachers' seed-0 rows are both kept
     ablation.write_report(results)
     text = (tmp_path / "distill_ablation.md").read_text()
     assert "| kd_full_unlabeled (30 ep, cached, from ssd_cpu_w0.5) | 2 | 0.710 ± 0.014 |" in text
-    assert "| teacher ssd_cpu_w0.5 (30 ep) | 1 | 0.870 |" in text
+    assert "| teacher ssd_cpu_w0.5 (25 ep) | 1 | 0.870 | 0.435 | 80.0 | 1.00x |" in text  # each teacher against itself
+    # labels-only: against the dataset's default teacher (ssd_cpu_w0.25, 30 ms), not the first one listed
+    assert "| labels_only (30 ep) | 2 | 0.610 ± 0.014 | 0.305 ± 0.007 | 10.0 | 3.00x |" in text
     small, large = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
     # +6.0 / +10.0 points over labels-only (0.61); 0.67 / 0.84 = 80 % at 30 / 10 = 3.0x; 0.71 / 0.87 = 82 % at 8.0x
     assert "**+6.0 mAP50" in small and "keeps **80 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **3.0x**" in small
