@@ -53,6 +53,7 @@ from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, w
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
+CONFIG = "configs/prune/ssd_cpu_bccd.py"  # every BCCD row's prune config (relative to the repository)
 COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops",
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
@@ -92,13 +93,12 @@ def sparsity_weight(args: argparse.Namespace) -> float:
     variants that lambda matched to their penalty on this subject, so every filter feels the pull L1 gives
     it (:func:`detkd.prune.sparsity.l1_matched_weight`; on the width-0.5 SSD 35x and 23x the L1 lambda)."""
     kind = args.variant if args.variant in ("group", "bn_scale") else "l1"
-    from mmengine.config import Config
-
+    from detkd.config import load_config
     from detkd.engine.checkpoint import load_detector
     from detkd.prune.groups import resolve_layer_set
     from detkd.prune.sparsity import l1_matched_weight
 
-    cfg = Config.fromfile(str(REPO / "configs" / "prune" / "ssd_cpu_bccd.py"))
+    cfg = load_config(REPO / CONFIG)
     detector = load_detector(args.checkpoint)
     weight = l1_matched_weight(detector, resolve_layer_set(detector, cfg.prune.layers), kind, cfg.prune.sparsity.weight)
     return float(f"{weight:.3g}")
@@ -114,7 +114,7 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
         folder = f"{subject}/{args.variant}/{folder}"
     folder += budget
     work = WORK / folder
-    cmd = [sys.executable, "tools/prune.py", "configs/prune/ssd_cpu_bccd.py", "--checkpoint", str(args.checkpoint),
+    cmd = [sys.executable, "tools/prune.py", CONFIG, "--checkpoint", str(args.checkpoint),
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
            f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}",
            *VARIANTS[args.variant]]

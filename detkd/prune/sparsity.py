@@ -98,9 +98,10 @@ def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1"
 
 
 @torch.no_grad()
-def l1_matched_weight(detector: nn.Module, names: Sequence[str], kind: str, l1_weight: float, fold_bn: bool = True) -> float:
+def l1_matched_weight(detector: nn.Module, names: Sequence[str], kind: str, l1_weight: float) -> float:
     """lambda of penalty ``kind`` that pulls the filters of convs ``names`` as hard, on average, as the L1
-    penalty does at ``l1_weight`` (the kinds' sums have different scales, so one lambda does not fit all).
+    penalty on BN-folded weights (``fold_bn``, the default) does at ``l1_weight`` (the kinds' sums have
+    different scales, so one lambda does not fit all).
 
     L1 pulls a filter of ``n`` (BN-folded) weights with a gradient of norm ``sqrt(n)``, the group term with
     norm 1: ``group`` gets ``l1_weight`` times the mean of ``sqrt(n)`` over the filters. L1 on BN-folded
@@ -113,7 +114,7 @@ def l1_matched_weight(detector: nn.Module, names: Sequence[str], kind: str, l1_w
     if kind == "l1":
         return float(l1_weight)
     if kind == "group":
-        roots = [torch.full((w.shape[0],), float(w[0].numel()) ** 0.5) for w in effective_weights(detector, names, fold_bn)]
+        roots = [torch.full((w.shape[0],), float(w[0].numel()) ** 0.5) for w in _weights(detector, names)]
         return float(l1_weight) * float(torch.cat(roots).mean()) if roots else float(l1_weight)
     folded = gamma = 0.0
     for name in names:  # bn_scale
