@@ -2,7 +2,7 @@
 """Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
 
     python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 30]
-        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--threads 2] [--only METHOD ...]
+        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--width W] [--student-imgsz N] [--threads 2] [--only METHOD ...]
     python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
 
 Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule and epochs:
@@ -31,9 +31,12 @@ distilling from another teacher (``--teacher-ckpt`` of a width-0.5 SSD, or ``--t
 beside the others (work folders ``<method>_from_<teacher>``), and the report then names the teacher in
 each group and computes the targets per teacher. ``--width`` trains the student rows at another width
 (the capacity experiment: rows keep ``student_width``, folders and names end in ``_w<width>``, and each
-distilled row is compared with the labels-only row of its own width). Resumable: every training resumes
-from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route
-and student width) are skipped; each is written as it finishes.
+distilled row is compared with the labels-only row of its own width). ``--student-imgsz`` trains the student
+rows at another input size while the teacher keeps its own (the input-size experiment: rows keep their
+``imgsz``, folders and names end in ``_<size>px``, the teacher's boxes are scaled to the student's input, and
+each distilled row is compared with the labels-only row of its own size). Resumable: every training resumes
+from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route,
+student width and input size) are skipped; each is written as it finishes.
 The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
 over seeds, and the targets computed from those means; the plot shows the means with error bars.
 Outputs: benchmarks/results/distill_ablation.{json,md,png}; work files in benchmarks/work/distill_ablation/.
@@ -80,12 +83,13 @@ OPTIONS = {  # cfg-options per distillation row
 }
 COLUMNS = ["method", "seed", "epochs", "teacher_cache", "student_width", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
            "speedup", "train_step_ms", "teacher_model"]
-KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width")  # one row per run
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width", "imgsz")  # one row per run
 # ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
 # teacher, machine and schedule), and the report shows them in a table of their own. ``teacher_model``: the
 # teacher's model and width (``ssd_cpu_w0.25``), so rows distilled from another teacher (--teacher-ckpt,
 # --teacher-width) sit beside the others in the same table. ``student_width``: None for the student config's width,
-# else --width (the capacity experiment: a wider student, labels-only and distilled).
+# else --width (the capacity experiment: a wider student, labels-only and distilled). ``imgsz``: the row's input size
+# (--student-imgsz: the input-size experiment, students at another size than their teacher).
 STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
@@ -100,6 +104,8 @@ def parse_args() -> argparse.Namespace:
                         "width and file hash, e.g. ssd_cpu_w0.5@1a2b3c4d)")
     parser.add_argument("--teacher-epochs", type=int, default=30, help="epochs of a teacher trained here (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
+    parser.add_argument("--student-imgsz", type=int,
+                        help="input size of the student rows only (the input-size experiment: the teacher keeps its own size)")
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
     parser.add_argument("--teacher-width", type=float, help="width of a teacher trained here (default: the config's)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
@@ -120,8 +126,9 @@ def common_options(args: argparse.Namespace, method: str, seed: int) -> list[str
     epochs = args.teacher_epochs if teacher else args.epochs
     width = args.teacher_width if teacher else args.width
     options = [f"train.epochs={epochs}", f"train.seed={seed}"]
-    if args.imgsz:
-        options.append(f"imgsz={args.imgsz}")
+    imgsz = args.imgsz if teacher or method in PEERS else student_imgsz(args)
+    if imgsz:
+        options.append(f"imgsz={imgsz}")
     if width:
         options.append(f"model.width={width}")
     if data:
@@ -158,15 +165,33 @@ def student_width(args: argparse.Namespace) -> float | None:
     return None if default is not None and float(args.width) == float(default) else float(args.width)
 
 
+def student_imgsz(args: argparse.Namespace) -> int | None:
+    """The student rows' input size: --student-imgsz, else --imgsz, else None (the config's)."""
+    return args.student_imgsz or args.imgsz
+
+
+def other_student_imgsz(args: argparse.Namespace) -> int | None:
+    """--student-imgsz where it differs from the size of the rest of the rows (--imgsz, else the student
+    config's), else None: rows of the rows' common size keep their names and folders."""
+    if not args.student_imgsz:
+        return None
+    common = args.imgsz or load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").imgsz
+    return None if int(args.student_imgsz) == int(common) else int(args.student_imgsz)
+
+
 def row_suffix(method: str, args: argparse.Namespace) -> str:
-    """What a row's name and work folder add for a student width other than the config's (``_w1``) and a
-    teacher other than the dataset's default (``_from_<teacher>``; the teacher row itself: ``_<teacher>``)."""
+    """What a row's name and work folder add for a student width other than the config's (``_w1``), a student
+    input size other than the rows' (``_512px``) and a teacher other than the dataset's default
+    (``_from_<teacher>``; the teacher row itself: ``_<teacher>``)."""
     label = teacher_label(args)
     other = label != teacher_label(args, default=True)
     if method == "teacher":
         return f"_{label}" if other else ""
-    width = student_width(args) if method not in PEERS else None
-    return (f"_w{width:g}" if width is not None else "") + (f"_from_{label}" if other and method in STUDENT_KD else "")
+    if method in PEERS:
+        return ""
+    width, size = student_width(args), other_student_imgsz(args)
+    return ((f"_w{width:g}" if width is not None else "") + (f"_{size}px" if size is not None else "")
+            + (f"_from_{label}" if other and method in STUDENT_KD else ""))
 
 
 def default_teacher(dataset: str) -> str:
@@ -193,6 +218,8 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
     else:
         config = spec["hints"] if method == "kd_hints" else spec["distill"]
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
+        if other_student_imgsz(args) is not None:  # the teacher runs at its own size, its boxes scaled to the student's
+            extra = [*extra, f"teacher.imgsz={int(load_detector(teacher).imgsz)}"]
         cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
                "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
     if not RunState(work).finished():  # --resume: continue an interrupted run (a new folder starts fresh)
@@ -283,13 +310,15 @@ def main() -> int:
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     label = teacher_label(args)
     width = student_width(args)
+    imgsz = int(student_imgsz(args) or load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").imgsz)
 
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
             return results.has(method=method, dataset=args.dataset, teacher_model=label, series=None)
+        size = {} if method in PEERS else {"imgsz": imgsz}
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
                            teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None,
-                           student_width=width if method not in PEERS else None)
+                           student_width=width if method not in PEERS else None, **size)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
@@ -336,24 +365,25 @@ def row_teacher_model(method: str, label: str) -> str | None:
     return "yolov8s" if method in PEERS else (None if method == "labels_only" else label)
 
 
-def group_name(row: dict[str, Any], by_teacher: bool = False) -> str:
+def group_name(row: dict[str, Any], by_teacher: bool = False, imgsz: int | None = None) -> str:
     """Runs that differ only in their seed share a group: method, epochs, teacher route (and, when a
-    table holds several teachers, the teacher)."""
+    table holds several teachers, the teacher; the student's width and, when it is not ``imgsz``, its input size)."""
     route = {True: ", cached", False: ", online", None: ""}[row.get("teacher_cache")]
     source = f", from {row['teacher_model']}" if by_teacher and row["method"] in STUDENT_KD else ""
     name = f"teacher {row['teacher_model']}" if by_teacher and row["method"] == "teacher" else row["method"]
     width = f", student w{row['student_width']:g}" if row.get("student_width") is not None else ""
-    return f"{name} ({row['epochs']} ep{route}{source}{width})"
+    size = f", {row['imgsz']} px" if imgsz and row["method"] != "teacher" and row.get("imgsz") != imgsz else ""
+    return f"{name} ({row['epochs']} ep{route}{source}{width}{size})"
 
 
 def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, computed from the means over seeds, one line per student schedule."""
     teachers = {s["teacher_model"]: s for s in summaries if s["method"] == "teacher"}
     lines = []
-    for epochs, source, width in sorted({(r["epochs"], r["teacher_model"], r.get("student_width") or 0.0)
-                                         for r in rows if r["method"] in STUDENT_KD}):
-        def same(s: dict[str, Any]) -> bool:  # the same student schedule and width
-            return s["epochs"] == epochs and (s.get("student_width") or 0.0) == width
+    for epochs, source, width, size in sorted({(r["epochs"], r["teacher_model"], r.get("student_width") or 0.0, r.get("imgsz") or 0)
+                                               for r in rows if r["method"] in STUDENT_KD}):
+        def same(s: dict[str, Any]) -> bool:  # the same student schedule, width and input size
+            return s["epochs"] == epochs and (s.get("student_width") or 0.0) == width and (s.get("imgsz") or 0) == size
 
         base = next((s for s in summaries if s["method"] == "labels_only" and same(s)), None)
         kd = [s for s in summaries if s["method"] in STUDENT_KD and same(s) and s["teacher_model"] == source]
@@ -365,7 +395,8 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         if picks[1][1] is picks[0][1]:
             picks = picks[:1]
         for label, pick in picks:
-            line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
+            shown = f", student {size} px" if teacher and size and size != teacher.get("imgsz") else ""
+            line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}{shown}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
                     f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
                     f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
             if teacher:
@@ -398,15 +429,17 @@ def write_report(results: ResultsFile) -> None:
         teachers = {r["teacher_model"]: r for r in rows if r["method"] == "teacher"}
         # labels-only and peer rows: against the dataset's default teacher (the one this benchmark trains), else the first
         teacher = teachers.get(default_teacher(dataset), next(iter(teachers.values()), None))
+        sizes = [r.get("imgsz") for r in rows if r["method"] != "teacher"]
+        common = teacher.get("imgsz") if teacher else max(set(sizes), key=sizes.count, default=None)
         for r in rows:  # distilled rows and each teacher: against their own teacher
             own = teachers.get(r.get("teacher_model")) if r["method"] in (*STUDENT_KD, "teacher") else teacher
             r["speedup"] = own["onnx_latency_ms"] / r["onnx_latency_ms"] if own else None
-            r["group"] = group_name(r, by_teacher=len(teachers) > 1)
+            r["group"] = group_name(r, by_teacher=len(teachers) > 1, imgsz=common)
         summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
         for s in summaries:
             first = next(r for r in rows if r["group"] == s["group"])
             s.update(method=first["method"], epochs=first["epochs"], name=s["group"], teacher_model=first.get("teacher_model"),
-                     student_width=first.get("student_width"),
+                     student_width=first.get("student_width"), imgsz=first.get("imgsz"),
                      dataset=dataset if series is None else f"{dataset}: {series}")
         table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms | val mAP50 gain, last validations |",
                  "|---|---|---|---|---|---|---|---|"]

@@ -105,12 +105,50 @@ def test_distill_report_compares_a_wider_student_with_its_own_labels_only_row(tm
     assert wider.startswith("- **30 epochs**, student width 1,") and "**+10.0 mAP50" in wider
     assert "keeps **95 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **1.5x**" in wider
 
-    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=1.0)
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=1.0,
+                              imgsz=None, student_imgsz=None)
     assert ablation.student_width(args) == 1.0
     assert ablation.work_dir("kd_full_unlabeled", 2, args) == tmp_path / "work/bccd/epochs_30/seed_2/kd_full_unlabeled_w1"
     assert ablation.work_dir("teacher", 0, args) == tmp_path / "work/bccd/teacher"  # the teacher does not change
     args.width = 0.5  # the config's width: rows and folders as before --width existed
     assert ablation.student_width(args) is None
+    assert ablation.work_dir("labels_only", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/labels_only"
+
+
+def test_distill_report_compares_a_larger_input_with_its_own_labels_only_row(tmp_path, monkeypatch):
+    import argparse
+
+    from detkd.engine.results import ResultsFile
+
+    ablation = _script("distill_ablation")
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
+    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    big = {"imgsz": 512, "flops": 2_530_000_000}
+    for row in [_student("labels_only", 0, 0.60), _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"),
+                {**_student("labels_only", 0, 0.72, latency=25.0), **big},
+                {**_student("kd_full_unlabeled", 0, 0.76, "ssd_cpu_w0.25", latency=24.0), **big},
+                _student("teacher", 0, 0.80, "ssd_cpu_w0.25", latency=30.0)]:
+        results.add(row, key=ablation.KEY)
+    assert len(results.rows) == 5  # the input size is part of the key: the 512 px seed-0 rows do not replace the 320 px ones
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    assert "| labels_only (30 ep) | 1 | 0.600 |" in text  # the teacher's size (320) is not named
+    assert "| labels_only (30 ep, 512 px) | 1 | 0.720 |" in text and "| kd_full_unlabeled (30 ep, cached, 512 px) | 1 | 0.760 |" in text
+    small, large = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
+    assert "px" not in small and "**+6.0 mAP50" in small  # 0.66 against 0.60
+    # against the labels-only row of its own size (0.72); 0.76 / 0.80 = 95 % at 30 / 24 = 1.2x
+    assert large.startswith("- **30 epochs**, student 512 px,") and "**+4.0 mAP50" in large
+    assert "keeps **95 %** of its teacher's (ssd_cpu_w0.25) mAP50 at **1.2x**" in large
+
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=None,
+                              imgsz=None, student_imgsz=512, data=None, teacher_epochs=30)
+    assert ablation.work_dir("kd_full_unlabeled", 1, args) == tmp_path / "work/bccd/epochs_30/seed_1/kd_full_unlabeled_512px"
+    assert ablation.work_dir("teacher", 0, args) == tmp_path / "work/bccd/teacher"  # the teacher keeps its size
+    options = ablation.common_options(args, "labels_only", 1)
+    assert "imgsz=512" in options and "imgsz=512" not in ablation.common_options(args, "teacher", 0)
+    assert ablation.row_suffix("ultralytics_kd", args) == ""  # the peers stay at 320 px
+    args.student_imgsz = 320  # the rows' own size: names and folders as before --student-imgsz existed
     assert ablation.work_dir("labels_only", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/labels_only"
 
 
@@ -123,7 +161,8 @@ def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkey
     ablation = _script("distill_ablation")
     monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
     results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
-    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False)
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False,
+                              imgsz=None, student_imgsz=None)
     label = ablation.teacher_label(args)
     assert label == "ssd_cpu_w0.25"
     ablation.refuse_new_default_teacher(results, label, args)  # no rows of that teacher: training it is fine
