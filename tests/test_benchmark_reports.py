@@ -56,12 +56,18 @@ def _student(method, seed, mAP50, teacher=None, latency=10.0):
             "train_step_ms": 1200.0, "val_curve": [[25, mAP50], [30, mAP50]]}
 
 
-def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
+def _ablation(tmp_path, monkeypatch):
+    """The distill_ablation script writing to ``tmp_path`` and an empty results file there."""
     from detkd.engine.results import ResultsFile
 
     ablation = _script("distill_ablation")
     monkeypatch.setattr(ablation, "RESULTS", tmp_path)
-    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
+    return ablation, ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+
+
+def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
+    ablation, results = _ablation(tmp_path, monkeypatch)
     for row in [_student("labels_only", 0, 0.60), _student("labels_only", 1, 0.62),
                 _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"), _student("kd_full_unlabeled", 1, 0.68, "ssd_cpu_w0.25"),
                 _student("kd_full_unlabeled", 0, 0.70, "ssd_cpu_w0.5"), _student("kd_full_unlabeled", 1, 0.72, "ssd_cpu_w0.5"),
@@ -83,12 +89,7 @@ def test_distill_report_keeps_each_teacher_apart(tmp_path, monkeypatch):
 def test_distill_report_compares_a_wider_student_with_its_own_labels_only_row(tmp_path, monkeypatch):
     import argparse
 
-    from detkd.engine.results import ResultsFile
-
-    ablation = _script("distill_ablation")
-    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
-    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
-    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    ablation, results = _ablation(tmp_path, monkeypatch)
     wide = {"student_width": 1.0, "params": 14_000_000}
     for row in [_student("labels_only", 0, 0.60), _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"),
                 {**_student("labels_only", 0, 0.70, latency=20.0), **wide},
@@ -118,12 +119,7 @@ def test_distill_report_compares_a_wider_student_with_its_own_labels_only_row(tm
 def test_distill_report_compares_a_larger_input_with_its_own_labels_only_row(tmp_path, monkeypatch):
     import argparse
 
-    from detkd.engine.results import ResultsFile
-
-    ablation = _script("distill_ablation")
-    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
-    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
-    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    ablation, results = _ablation(tmp_path, monkeypatch)
     big = {"imgsz": 512, "flops": 2_530_000_000}
     for row in [_student("labels_only", 0, 0.60), _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"),
                 {**_student("labels_only", 0, 0.72, latency=25.0), **big},
@@ -155,12 +151,9 @@ def test_distill_report_compares_a_larger_input_with_its_own_labels_only_row(tmp
 def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkeypatch):
     import argparse
 
-    from detkd.engine.results import ResultsFile
     from detkd.engine.run_state import RunState
 
-    ablation = _script("distill_ablation")
-    monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
-    results = ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    ablation, results = _ablation(tmp_path, monkeypatch)
     args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False,
                               imgsz=None, student_imgsz=None)
     label = ablation.teacher_label(args)
