@@ -181,3 +181,22 @@ def test_prune_report_shows_each_retraining_curve(prune_ssd, tmp_path, monkeypat
     prune_ssd.write_report(results)
     text = (tmp_path / "prune_ssd.md").read_text()
     assert "| w0.5 | distill | l1 | 0.650 | 10 | 0.776 (ep 5), 0.800 (ep 10) |" in text
+
+
+def test_per_class_diagnostic_measures_boxes_on_each_input_size():
+    import numpy as np
+
+    from detkd.data.records import DatasetIndex, ImageRecord
+
+    diagnose = _script("diagnose_per_class")
+    wide = ImageRecord(1, Path("a.jpg"), 640, 480, boxes=np.array([[0, 0, 64, 16], [10, 10, 30, 30], [0, 0, 320, 320]], np.float32),
+                       labels=np.array([0, 0, 1]), difficult=np.array([False, True, False]))  # the 20x20 box is difficult
+    tall = ImageRecord(2, Path("b.jpg"), 320, 640, boxes=np.array([[0, 0, 48, 48]], np.float32), labels=np.array([0]))
+    index = DatasetIndex([wide, tall], ["small", "big", "none"], [], "x")
+    sizes = diagnose.box_sizes(index, 320)
+    # letterbox scale 320 / 640 = 0.5 for both (the tall image has no difficult flags): sqrt(64 * 16) = 32 -> 16 px; 48 -> 24 px; 320 -> 160 px
+    assert sizes["small"]["count"] == 2 and sizes["small"]["median_px"] == pytest.approx(20.0)
+    assert sizes["small"]["p10_px"] == pytest.approx(16.8) and sizes["small"]["median_cells"] == pytest.approx(20 / 32)
+    assert sizes["big"] == {"count": 1, "median_px": pytest.approx(160.0), "p10_px": pytest.approx(160.0), "median_cells": pytest.approx(5.0)}
+    assert sizes["none"]["count"] == 0
+    assert diagnose.box_sizes(index, 512)["big"]["median_px"] == pytest.approx(256.0)  # scale 0.8
