@@ -156,12 +156,17 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
     return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})
 
 
+def student_config(dataset: str) -> Any:
+    """The dataset's student training config, as it is (its width, input size, data)."""
+    return load_config(REPO / "configs" / "train" / f"{DATASETS[dataset]['student']}.py")
+
+
 def student_width(args: argparse.Namespace) -> float | None:
     """The student rows' ``student_width``: --width where it differs from the student config's width, else None
     (rows of the config's width, as every row made before --width was recorded)."""
     if args.width is None:
         return None
-    default = load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").model.get("width")
+    default = student_config(args.dataset).model.get("width")
     return None if default is not None and float(args.width) == float(default) else float(args.width)
 
 
@@ -175,7 +180,7 @@ def other_student_imgsz(args: argparse.Namespace) -> int | None:
     config's), else None: rows of the rows' common size keep their names and folders."""
     if not args.student_imgsz:
         return None
-    common = args.imgsz or load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").imgsz
+    common = args.imgsz or student_config(args.dataset).imgsz
     return None if int(args.student_imgsz) == int(common) else int(args.student_imgsz)
 
 
@@ -310,7 +315,7 @@ def main() -> int:
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     label = teacher_label(args)
     width = student_width(args)
-    imgsz = int(student_imgsz(args) or load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['student']}.py").imgsz)
+    imgsz = int(student_imgsz(args) or student_config(args.dataset).imgsz)
 
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
