@@ -74,10 +74,10 @@ def box_sizes(index: DatasetIndex, imgsz: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def evaluate_row(ckpt: Path, name: str | None, index: DatasetIndex, split: str) -> dict[str, Any]:
-    """One results row: ``ckpt``'s overall, by-area and per-class accuracy on ``index``."""
+def evaluate_row(ckpt: Path, label: str, name: str | None, index: DatasetIndex, split: str) -> dict[str, Any]:
+    """One results row: ``ckpt``'s (:func:`checkpoint_model_label` ``label``) overall, by-area and per-class
+    accuracy on ``index``."""
     detector = load_detector(ckpt).eval()
-    label = checkpoint_model_label(ckpt, file_hash=True)
     metrics, _ = evaluate_model(detector, index, batch_size=8, progress=False)
     row: dict[str, Any] = {"name": name or label, "dataset": Path(index.source).name, "split": split, "checkpoint_label": label,
                            "checkpoint": relative_path(ckpt, REPO), "imgsz": int(detector.imgsz), "params": count_params(detector),
@@ -118,7 +118,7 @@ def main() -> int:
         label = checkpoint_model_label(ckpt, file_hash=True)
         if results.has(checkpoint_label=label, split=args.split, name=name or label):
             continue
-        row = evaluate_row(ckpt, name, index, args.split)
+        row = evaluate_row(ckpt, label, name, index, args.split)
         results.add(row, key=("checkpoint_label", "split"))
         print(f"{row['name']}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f}", flush=True)
     write_report(results, index)

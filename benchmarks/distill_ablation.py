@@ -156,9 +156,10 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
     return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})
 
 
-def student_config(dataset: str) -> Any:
-    """The dataset's student training config, as it is (its width, input size, data)."""
-    return load_config(REPO / "configs" / "train" / f"{DATASETS[dataset]['student']}.py")
+def student_config(dataset: str, data_root: str | None = None) -> Any:
+    """The dataset's student training config (its width, input size, data), with ``data.root`` set when given."""
+    return load_config(REPO / "configs" / "train" / f"{DATASETS[dataset]['student']}.py",
+                       {"data.root": data_root} if data_root else None)
 
 
 def student_width(args: argparse.Namespace) -> float | None:
@@ -294,8 +295,7 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         else:
             detector = load_detector(ckpt)
         spec = DATASETS[row["dataset"]]
-        cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
-                          {"data.root": args.data or spec["data"] or str(WORK / row["dataset"] / "data")})
+        cfg = student_config(row["dataset"], args.data or spec["data"] or str(WORK / row["dataset"] / "data"))
         images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=1)
         onnx_path = WORK / "onnx" / f"{row['name']}.onnx"
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
@@ -330,8 +330,7 @@ def main() -> int:
         refuse_new_default_teacher(results, label, args)
         teacher = train_row("teacher", 0, None, args)
     spec = DATASETS[args.dataset]
-    cfg = load_config(REPO / "configs" / "train" / f"{spec['student']}.py",
-                      {"data.root": args.data or spec["data"] or str(WORK / args.dataset / "data")})
+    cfg = student_config(args.dataset, args.data or spec["data"] or str(WORK / args.dataset / "data"))
     val = read_split(dict(cfg.data), "val")
     for method, seed in todo:  # seed-major: every seed's rows finish before the next seed starts
         if method in PEERS:
