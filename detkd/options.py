@@ -253,7 +253,9 @@ class SparsityOptions:
     """Stage 1 (Singh): train ``epochs`` with ``loss + weight * growth ** epoch * penalty`` at learning
     rate ``lr`` (``None``: the config's). ``kind``: the penalty, ``l1`` (every weight, the paper's),
     ``group`` (each filter's L2 norm) or ``bn_scale`` (BatchNorm scales, network slimming); see
-    :mod:`detkd.prune.sparsity`. ``fold_bn``: magnitudes of BN-folded weights."""
+    :mod:`detkd.prune.sparsity`. ``fold_bn``: magnitudes of BN-folded weights. ``proximal``: apply the
+    penalty as a proximal step of ``lr * weight`` after every optimizer step (exact zeros, outside
+    Adam's normalisation) instead of adding it to the loss."""
 
     epochs: int = option(10, min=1)
     weight: float = option(1e-4, min=0.0)
@@ -261,6 +263,7 @@ class SparsityOptions:
     fold_bn: bool = True
     kind: str = option("l1", choices=("l1", "group", "bn_scale"))
     growth: float = option(1.0, min=1e-6)
+    proximal: bool = False
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from detkd.engine.hooks import EpochSeedHook
+from detkd.engine.hooks import AfterStepHook, EpochSeedHook
 from detkd.losses.ssd_distill import ssd_output_distill
 from detkd.models.factory import build_model
 from detkd.prune.groups import PruningGraph
@@ -18,7 +18,8 @@ from detkd.prune.importance import L1Importance
 from detkd.prune.latency import latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
 from detkd.prune.retrain import SSDDistillModel
-from detkd.prune.sparsity import SparsityModel, empty_filter_fraction, filter_norms, l1_matched_weight, sparsity_penalty
+from detkd.prune.sparsity import (SparsityModel, empty_filter_fraction, filter_norms, l1_matched_weight, proximal_step,
+                                  sparsity_penalty)
 
 C43 = "backbone.features.conv4_3.0"
 
@@ -129,6 +130,109 @@ def test_growing_penalty_follows_the_epoch_the_runner_reports():
     assert wrapped.current_weight == pytest.approx(0.1 * 1.5 ** 2)
     later = wrapped(torch.rand(2, 3, 64, 64), _targets(), mode="loss")
     assert later["loss_sparsity"].item() == pytest.approx(2.25 * first["loss_sparsity"].item(), rel=1e-5)
+
+
+def _crafted_by_hand() -> _Crafted:
+    """The crafted block with filter o's 27 weights all equal to ``o + 1`` (norm ``(o + 1) * sqrt(27)``),
+    BN scales ``gamma`` and ``sqrt(var + eps) = 2`` (folded = W * |gamma| / 2)."""
+    model = _Crafted().eval()
+    with torch.no_grad():
+        model.block[0].weight.copy_(torch.arange(1.0, 9.0).view(8, 1, 1, 1).expand(8, 3, 3, 3))
+        model.block[1].weight.copy_(torch.tensor([1.0, -2.0, 0.0, 0.5, 0.1, -0.1, 0.3, 4.0]))
+        model.block[1].running_var.fill_(4.0 - model.block[1].eps)
+    return model
+
+
+def test_proximal_steps_by_hand():
+    gamma = torch.tensor([1.0, -2.0, 0.0, 0.5, 0.1, -0.1, 0.3, 4.0])
+    # bn_scale: |gamma| shrinks by the step, exactly to zero below it; the conv is not touched
+    model = _crafted_by_hand()
+    proximal_step(model, ["block.0"], "bn_scale", 0.25)
+    assert torch.allclose(model.block[1].weight, torch.tensor([0.75, -1.75, 0.0, 0.25, 0.0, 0.0, 0.05, 3.75]))
+    assert torch.equal(model.block[0].weight[:, 0, 0, 0], torch.arange(1.0, 9.0))
+    # group (BN-folded): every filter's folded norm (o+1) * sqrt(27) * |gamma_o| / 2 shrinks by the step, through gamma
+    model = _crafted_by_hand()
+    before = filter_norms(model, ["block.0"])[0].detach()
+    assert torch.allclose(before, torch.arange(1.0, 9.0) * 27 ** 0.5 * gamma.abs() / 2)
+    proximal_step(model, ["block.0"], "group", 2.0)
+    after = filter_norms(model, ["block.0"])[0].detach()
+    assert torch.allclose(after, (before - 2.0).clamp_min(0.0), atol=1e-6)
+    assert torch.equal(after == 0, before <= 2.0)  # emptied: gamma 0, 0.1, -0.1 (norms 0, 1.30, 1.56)
+    assert torch.equal(model.block[1].weight == 0, before <= 2.0)
+    assert torch.equal(model.block[0].weight[:, 0, 0, 0], torch.arange(1.0, 9.0))  # W's scale behind BN is not the filter's
+    assert torch.equal(model.block[1].weight.sign()[after > 0], gamma.sign()[after > 0])
+    # group on raw weights (no folding): W_o shrinks by the step in norm
+    model = _crafted_by_hand()
+    proximal_step(model, ["block.0"], "group", 27 ** 0.5 * 1.5, fold_bn=False)
+    assert torch.allclose(model.block[0].weight.flatten(1).norm(dim=1), (torch.arange(1.0, 9.0) - 1.5).clamp_min(0) * 27 ** 0.5)
+    # l1 (BN-folded): every folded weight (o+1) * |gamma_o| / 2 is soft-thresholded by the step
+    model = _crafted_by_hand()
+    proximal_step(model, ["block.0"], "l1", 0.3)
+    folded = (torch.arange(1.0, 9.0) * gamma.abs() / 2 - 0.3).clamp_min(0.0)
+    assert torch.allclose(filter_norms(model, ["block.0"])[0].detach(), folded * 27 ** 0.5, atol=1e-5)
+    assert model.block[0].weight[2, 0, 0, 0] == 3.0  # behind gamma = 0 the weights are left alone
+    with pytest.raises(ValueError, match="sparsity kind"):
+        proximal_step(model, ["block.0"], "l2", 0.1)
+    with pytest.raises(ValueError, match="step"):
+        proximal_step(model, ["block.0"], "group", -1.0)
+
+
+def _train_with_proximal_adam(kind: str, weight: float, steps: int = 120, lr: float = 0.02) -> _Crafted:
+    """As :func:`_train_with_penalty`, but with Adam and the penalty as a proximal step of ``lr * weight``
+    after every optimizer step (through :class:`SparsityModel` and :class:`AfterStepHook`)."""
+    model = _Crafted().eval()
+    wrapped = SparsityModel(model, ["block.0"], weight=weight, kind=kind, proximal=True)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 3, 8, 8, generator=generator)
+    target = torch.relu(torch.nn.functional.conv2d(x, torch.randn(4, 3, 3, 3, generator=generator), padding=1))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    runner = SimpleNamespace(model=wrapped, optim_wrapper=SimpleNamespace(get_lr=lambda: {"lr": [opt.param_groups[0]["lr"]]}))
+    for _ in range(steps):
+        opt.zero_grad()
+        (model(x) - target).pow(2).mean().backward()
+        opt.step()
+        AfterStepHook().after_train_iter(runner, 0)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["group", "bn_scale"])
+def test_proximal_step_under_adam_empties_exactly_the_unused_filters(kind):
+    model = _train_with_proximal_adam(kind, weight=1.0)
+    norms = filter_norms(model, ["block.0"])[0].detach()
+    assert torch.all(norms[4:] == 0), norms  # exact zeros, not small values
+    assert torch.all(norms[:4] > 0.1 * float(norms[:4].mean())), norms
+    assert empty_filter_fraction(model, ["block.0"]) == 0.5
+
+
+def test_gradient_penalty_under_adam_moves_a_filter_at_most_about_lr_per_step():
+    """Why the gradient form empties nothing in a short Adam run: whatever lambda, |gamma| of an unused
+    filter falls by at most about lr per step (here 0.02 x 30 steps), so it cannot reach zero."""
+    model = _Crafted().eval()
+    start = model.block[1].weight.detach().abs().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(30):
+        opt.zero_grad()
+        (100.0 * sparsity_penalty(model, ["block.0"], "bn_scale")).backward()
+        opt.step()
+    moved = start - model.block[1].weight.detach().abs()
+    assert float(moved.max()) <= 0.02 * 30 * 1.01
+    assert float(model.block[1].weight.detach().abs().min()) > 0.0
+
+
+def test_proximal_sparsity_model_logs_the_penalty_and_steps_with_the_lr():
+    model = tiny_ssd()
+    wrapped = SparsityModel(model, [C43], weight=0.5, kind="bn_scale", growth=2.0, proximal=True)
+    losses = wrapped(torch.rand(2, 3, 64, 64), _targets(), mode="loss")
+    assert set(losses) == {"loss_box", "loss_cls", "sparsity_penalty", "filters_empty"}  # not a loss term: no gradient
+    assert not losses["sparsity_penalty"].requires_grad
+    bn = model.get_submodule("backbone.features.conv4_3.1")
+    gamma = bn.weight.detach().clone()
+    wrapped.set_epoch(1)
+    wrapped.after_optimizer_step(0.01)  # step = lr * weight * growth ** epoch = 0.01
+    assert torch.allclose(bn.weight.detach(), gamma.sign() * (gamma.abs() - 0.01).clamp_min(0))
+    plain = SparsityModel(model, [C43], weight=0.5, kind="bn_scale")
+    plain.after_optimizer_step(0.01)  # the gradient form never steps outside the optimizer
+    assert torch.allclose(bn.weight.detach(), gamma.sign() * (gamma.abs() - 0.01).clamp_min(0))
 
 
 def test_ssd_distill_loss_by_hand():

@@ -154,6 +154,40 @@ def test_singh_sparsity_with_a_growing_group_penalty(ssd, tiny_data, tmp_path):
     assert json.loads((work / "pipeline.json").read_text())["stages"]["sparsity"]["sparsity"]["kind"] == "group"
 
 
+def test_singh_sparsity_as_a_proximal_step_zeroes_bn_scales(ssd, tiny_data, tmp_path):
+    import torch
+
+    from detkd.config import load_config, parse_value
+    from detkd.prune.groups import resolve_layer_set
+    from detkd.prune.pipeline import PipelineError, PrunePipeline
+    from detkd.prune.sparsity import _following_bn
+
+    work = tmp_path / "singh_prox"
+    options = ("prune.sparsity.kind=bn_scale", "prune.sparsity.proximal=True", "prune.sparsity.weight=1e6")
+    _prune(ssd, work, tiny_data, "--stage", "sparsity", options=options)  # a step of lr * 1e6 empties every filter
+    entries = [json.loads(line) for p in (work / "sparsity").glob("2*/vis_data/scalars.json")
+               for line in p.read_text().splitlines()]
+    steps = [e for e in entries if "sparsity_penalty" in e]
+    assert steps and not any("loss_sparsity" in e for e in entries)
+    assert steps[-1]["filters_empty"] == 1.0
+    sparse = load_detector(work / "sparse.pth")
+    for name in resolve_layer_set(sparse, "all"):
+        bn = _following_bn(sparse, name)
+        assert bn is None or torch.count_nonzero(bn.weight) == 0, name
+    record = json.loads((work / "pipeline.json").read_text())
+    assert record["stages"]["sparsity"]["sparsity"]["proximal"] is True
+
+    # a stage record written before an option existed counts as made with its default, not as other settings
+    cfg = load_config(REPO / CONFIG, {k: parse_value(v) for k, v in (o.split("=", 1) for o in [*_options(tiny_data), *options])})
+    pipeline = PrunePipeline(cfg, ssd, work)
+    del record["stages"]["sparsity"]["sparsity"]["proximal"]
+    (work / "pipeline.json").write_text(json.dumps(record))
+    with pytest.raises(PipelineError, match="prune.sparsity.proximal"):  # made without it: the default, False
+        pipeline._check_stage_settings("sparsity", "sparse.pth")
+    cfg.prune.sparsity.proximal = False
+    PrunePipeline(cfg, ssd, work)._check_stage_settings("sparsity", "sparse.pth")
+
+
 def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     proc = _prune(tmp_path / "nope.pth", tmp_path / "w", tiny_data, ok=False)
     assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr

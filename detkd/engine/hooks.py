@@ -1,6 +1,6 @@
 """mmengine hooks detkd adds: self-describing, safely loadable checkpoints, the console's epoch lines,
-per-epoch augmentation seeds (BNN latent-weight clipping lives with the binary layers:
-:class:`detkd.binary.hooks.LatentWeightClipHook`)."""
+per-epoch augmentation seeds, a model's own step after each optimizer step (BNN latent-weight clipping
+lives with the binary layers: :class:`detkd.binary.hooks.LatentWeightClipHook`)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from tqdm import tqdm
 
 from detkd.engine.checkpoint import detector_meta
 
-__all__ = ["CheckpointMetaHook", "EpochSeedHook", "EpochSummaryHook", "from_plain", "to_plain"]
+__all__ = ["AfterStepHook", "CheckpointMetaHook", "EpochSeedHook", "EpochSummaryHook", "from_plain", "to_plain"]
 
 _BUFFER = "__history_buffer__"
 
 
+def _training_model(runner: Any) -> Any:
+    """The runner's model without its DDP wrapper."""
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
 def _detector(runner: Any) -> Any:
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    return model.detector
+    return _training_model(runner).detector
 
 
 def to_plain(obj: Any) -> Any:
@@ -169,6 +173,21 @@ class EpochSeedHook(Hook):
         dataset = runner.train_dataloader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(runner.epoch, runner.rank)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model  # as _detector unwraps DDP
+        model = _training_model(runner)
         if hasattr(model, "set_epoch"):
             model.set_epoch(runner.epoch)
+
+
+class AfterStepHook(Hook):
+    """After every optimizer step, call the training model's ``after_optimizer_step(lr)`` when it has
+    one, with the first parameter group's current learning rate (a proximal sparsity step,
+    :class:`detkd.prune.sparsity.SparsityModel`). Under DDP every process applies it to its identical
+    parameters, so they stay identical."""
+
+    priority = "LOW"
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        model = _training_model(runner)
+        if hasattr(model, "after_optimizer_step"):
+            lr = runner.optim_wrapper.get_lr()["lr"][0]
+            model.after_optimizer_step(float(lr))

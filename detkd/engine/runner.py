@@ -37,7 +37,7 @@ from detkd.engine.checkpoint import install_checkpoint_io
 from detkd.engine.coco_metric import CocoDetMetric
 from detkd.engine.console import console_level
 from detkd.binary.hooks import LatentWeightClipHook
-from detkd.engine.hooks import CheckpointMetaHook, EpochSeedHook, EpochSummaryHook
+from detkd.engine.hooks import AfterStepHook, CheckpointMetaHook, EpochSeedHook, EpochSummaryHook
 from detkd.engine.model import DetectorModel
 from detkd.engine.run_state import RunState
 from detkd.errors import ConfigError, RunStateError
@@ -121,7 +121,8 @@ def _hooks(opts: RunOptions, stage: str) -> tuple[dict[str, Any], list[dict[str,
         logger=dict(type="LoggerHook", interval=train.log_interval),
     )
     custom_hooks: list[dict[str, Any]] = [dict(type=CheckpointMetaHook), dict(type=EpochSeedHook),
-                                         dict(type=EpochSummaryHook, stage=stage), dict(type=LatentWeightClipHook)]
+                                         dict(type=EpochSummaryHook, stage=stage), dict(type=LatentWeightClipHook),
+                                         dict(type=AfterStepHook)]
     if train.ema:
         custom_hooks.append(dict(type="EMAHook", momentum=train.ema_momentum, priority=49))
     return default_hooks, custom_hooks

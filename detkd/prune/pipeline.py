@@ -218,9 +218,13 @@ class PrunePipeline:
     def _check_stage_settings(self, stage: str, artefact: str) -> None:
         """A finished stage is reused only when it was made with today's settings."""
         made = json.loads((self.work_dir / "pipeline.json").read_text()).get("stages", {}).get(stage)
-        if made is not None and made != self._stage_settings(stage):
+        now = self._stage_settings(stage)
+        if made is not None:  # a record older than an option was made with that option's default
+            defaults = options_dict(type(self.opts).from_dict(None))
+            made = _with_defaults(made, {k: defaults[k] for k in now})
+        if made is not None and made != now:
             changes = describe_changes({f"prune.{k}": v for k, v in made.items()},
-                                       {f"prune.{k}": v for k, v in self._stage_settings(stage).items()})
+                                       {f"prune.{k}": v for k, v in now.items()})
             raise PipelineError(f"{self.path(artefact)} was made with other settings ({changes}); pass a new --work-dir "
                                 f"(or --stage {stage} to redo it here)")
 
@@ -235,7 +239,7 @@ class PrunePipeline:
         layers, opts = self.layers(model), self.opts.sparsity
         trained = self._train("sparsity", model, opts.epochs, opts.lr,
                               wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn, self.decode,
-                                                             kind=opts.kind, growth=opts.growth))
+                                                             kind=opts.kind, growth=opts.growth, proximal=opts.proximal))
         save_detector(trained, self.path("sparse.pth"))
 
     def stage_sweep(self) -> None:
@@ -367,6 +371,16 @@ class PrunePipeline:
             models["retrained"] = load_detector(self.path("retrained.pth"))
         index = read_split(dict(self.cfg.data), self.opts.eval_split)
         return write_report(models, index, self.work_dir, self.opts, self.opts.threads, self.command, self.decode)
+
+
+def _with_defaults(made: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``made`` (recorded stage settings) with each option it lacks, in nested sections too, taken from
+    ``defaults``; keys ``made`` has are kept as they are."""
+    out = {key: value for key, value in defaults.items() if key not in made}
+    for key, value in made.items():
+        nested = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _with_defaults(value, defaults[key]) if nested else value
+    return out
 
 
 def _init_distributed() -> None:

@@ -13,6 +13,18 @@ one of three kinds (``prune.sparsity.kind``):
   following BatchNorm fall back to the group term.
 
 ``growth`` multiplies ``lambda`` by ``growth ** epoch`` (a penalty that grows while training goes on).
+
+Gradient or proximal. By default the penalty joins the loss and the optimizer follows its gradient.
+Under Adam(W) that cannot empty a filter in a short run: Adam divides every parameter's step by its
+gradient's running RMS, so no parameter moves more than about ``lr`` per step however large the
+penalty is, and a filter (or BN scale) travels at most ``sum_t lr_t`` over the whole stage.
+``proximal=True`` (:func:`proximal_step`, as in ISTA / Huang & Wang's sparse structure selection)
+leaves the penalty out of the loss and, after every optimizer step, applies its proximal operator
+with step ``lr_t * lambda``: ``l1`` soft-thresholds each (BN-folded) weight, ``group`` shrinks each
+filter's (BN-folded) norm by that step and ``bn_scale`` each ``|gamma|``, setting to exactly zero what
+falls below it. The shrink is outside Adam's normalisation, so ``lambda`` is in units of the loss's
+own largest push: at ``lambda = 1`` a filter whose loss gradient keeps one sign holds its ground, and
+one the loss does not defend shrinks by ``lr_t`` per step.
 Every training step also logs ``filters_empty``: the fraction of the set's filters whose BN-folded
 L2 norm is below ``EMPTY_TOLERANCE`` times their layer's mean filter norm.
 :func:`zero_below` then zeroes every weight of the set whose magnitude is below one global
@@ -43,7 +55,8 @@ from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
 __all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "effective_weights",
-           "empty_filter_fraction", "filter_norms", "l1_matched_weight", "sparsity_penalty", "threshold_sweep", "weight_sparsity", "zero_below"]
+           "empty_filter_fraction", "filter_norms", "l1_matched_weight", "proximal_step", "sparsity_penalty",
+           "threshold_sweep", "weight_sparsity", "zero_below"]
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
 EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
@@ -59,15 +72,22 @@ def _following_bn(detector: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
     return after[0] if after and isinstance(after[0], nn.BatchNorm2d) else None
 
 
+def _fold_scale(bn: nn.BatchNorm2d | None) -> torch.Tensor | None:
+    """``Float[O]``: ``|gamma| / sqrt(running_var + eps)`` of ``bn`` (not differentiated through the
+    variance), or None when there is no BatchNorm with a scale and running statistics."""
+    if bn is None or bn.weight is None or bn.running_var is None:
+        return None
+    return bn.weight.abs() / (bn.running_var.detach() + bn.eps).sqrt()
+
+
 def effective_weights(detector: nn.Module, names: Iterable[str], fold_bn: bool = True) -> list[torch.Tensor]:
     """Per conv, ``Float[O, C, kh, kw]``: its weights, times ``|gamma| / sqrt(running_var + eps)`` of a
     following BatchNorm when ``fold_bn`` (gradients flow into the weights and gamma)."""
     out = []
     for name in names:
         weight = detector.get_submodule(name).weight
-        bn = _following_bn(detector, name) if fold_bn else None
-        if bn is not None and bn.weight is not None and bn.running_var is not None:
-            scale = bn.weight.abs() / (bn.running_var.detach() + bn.eps).sqrt()
+        scale = _fold_scale(_following_bn(detector, name)) if fold_bn else None
+        if scale is not None:
             weight = weight * scale.view(-1, 1, 1, 1)
         out.append(weight)
     return out
@@ -95,6 +115,52 @@ def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1"
         else:
             total = total + filter_norms(detector, [name], fold_bn=False)[0].sum()
     return total
+
+
+def _soft_threshold_(values: torch.Tensor, threshold: torch.Tensor | float) -> None:
+    """In place: ``sign(v) * max(|v| - threshold, 0)``."""
+    values.copy_(values.sign() * (values.abs() - threshold).clamp_min(0.0))
+
+
+@torch.no_grad()
+def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: float, fold_bn: bool = True) -> None:
+    """In place: the proximal operator of ``step * penalty`` (:func:`sparsity_penalty` of ``kind`` over
+    the convs ``names``, BN-folded magnitudes when ``fold_bn``), which sets to exactly zero what the
+    penalty would only push towards zero.
+
+    - ``l1``: every folded weight ``F = W * s`` (``s = |gamma| / sigma``) is soft-thresholded by
+      ``step``, i.e. ``W`` by ``step / s`` (weights of a channel with ``s = 0`` are left as they are).
+    - ``group``: every filter's folded norm ``||F_o||`` shrinks by ``step`` (to 0 below it). Behind a
+      BatchNorm the filter's scale is carried by ``gamma_o`` (training-mode BN renormalises ``W_o``), so
+      ``gamma_o`` is scaled by ``max(0, 1 - step / ||F_o||)``; without one, ``W_o`` is.
+    - ``bn_scale``: every ``|gamma_o|`` shrinks by ``step``; a conv without a BatchNorm gets the group
+      step on its raw weights (as in :func:`sparsity_penalty`).
+    """
+    if kind not in SPARSITY_KINDS:
+        raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
+    if step < 0:
+        raise ValueError(f"proximal step must be >= 0, got {step}")
+    for name in names:
+        weight = detector.get_submodule(name).weight
+        bn = _following_bn(detector, name)
+        if kind == "bn_scale" and bn is not None and bn.weight is not None:
+            _soft_threshold_(bn.weight, step)
+            continue
+        scale = _fold_scale(bn) if fold_bn else None
+        if kind == "l1":
+            if scale is None:
+                _soft_threshold_(weight, step)
+            else:
+                live = (scale > 0).view(-1, 1, 1, 1)
+                shrunk = weight.sign() * (weight.abs() - step / scale.clamp_min(1e-30).view(-1, 1, 1, 1)).clamp_min(0.0)
+                weight.copy_(torch.where(live, shrunk, weight))
+            continue
+        if scale is not None and kind == "group":  # the filter's scale lives in gamma
+            norms = weight.flatten(1).norm(dim=1) * scale
+            bn.weight.mul_((1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0))  # type: ignore[union-attr]
+        else:
+            norms = weight.flatten(1).norm(dim=1)
+            weight.mul_((1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0).view(-1, 1, 1, 1))
 
 
 @torch.no_grad()
@@ -149,10 +215,14 @@ class SparsityModel(DetectorModel):
         kind: ``l1``, ``group`` or ``bn_scale``.
         growth: per-epoch factor of lambda (1: constant); the Runner reports the epoch through
             :meth:`set_epoch` (:class:`~detkd.engine.hooks.EpochSeedHook`).
+        proximal: leave the penalty out of the loss (it is logged as ``sparsity_penalty``) and apply
+            :func:`proximal_step` with step ``lr * lambda`` after every optimizer step
+            (:meth:`after_optimizer_step`, called by :class:`~detkd.engine.hooks.AfterStepHook`).
     """
 
     def __init__(self, detector: nn.Module, layers: Sequence[str], weight: float, fold_bn: bool = True,
-                 decode_cfg: DecodeConfig | None = None, kind: str = "l1", growth: float = 1.0) -> None:
+                 decode_cfg: DecodeConfig | None = None, kind: str = "l1", growth: float = 1.0,
+                 proximal: bool = False) -> None:
         super().__init__(detector, decode_cfg)
         if weight < 0:
             raise ValueError(f"sparsity weight must be >= 0, got {weight}")
@@ -162,7 +232,7 @@ class SparsityModel(DetectorModel):
             raise ValueError(f"sparsity growth must be > 0, got {growth}")
         self.layers = list(layers)
         self.penalty_weight = float(weight)
-        self.fold_bn, self.kind, self.growth = fold_bn, kind, float(growth)
+        self.fold_bn, self.kind, self.growth, self.proximal = fold_bn, kind, float(growth), bool(proximal)
         self.epoch = 0
         _weights(detector, self.layers)  # fail now on a wrong name
 
@@ -177,9 +247,18 @@ class SparsityModel(DetectorModel):
     def forward(self, images: torch.Tensor, targets: list[dict[str, Any]] | None = None, mode: str = "tensor") -> Any:  # type: ignore[override]
         out = super().forward(images, targets, mode)
         if mode == "loss":
-            out["loss_sparsity"] = self.current_weight * sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
+            if self.proximal:  # logged, not differentiated: after_optimizer_step applies it
+                with torch.no_grad():
+                    out["sparsity_penalty"] = sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
+            else:
+                out["loss_sparsity"] = self.current_weight * sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
             out["filters_empty"] = torch.tensor(empty_filter_fraction(self.detector, self.layers, fold_bn=self.fold_bn))
         return out
+
+    def after_optimizer_step(self, lr: float) -> None:
+        """With ``proximal``: :func:`proximal_step` of step ``lr * lambda`` (at the current epoch)."""
+        if self.proximal:
+            proximal_step(self.detector, self.layers, self.kind, lr * self.current_weight, self.fold_bn)
 
 
 def weight_sparsity(detector: nn.Module, layers: Iterable[str]) -> float:
