@@ -160,7 +160,7 @@ def test_singh_sparsity_as_a_proximal_step_zeroes_bn_scales(ssd, tiny_data, tmp_
     from detkd.config import load_config, parse_value
     from detkd.prune.groups import resolve_layer_set
     from detkd.prune.pipeline import PipelineError, PrunePipeline
-    from detkd.prune.sparsity import _following_bn
+    from detkd.prune.sparsity import following_bn
 
     work = tmp_path / "singh_prox"
     options = ("prune.sparsity.kind=bn_scale", "prune.sparsity.proximal=True", "prune.sparsity.weight=1e6")
@@ -172,7 +172,7 @@ def test_singh_sparsity_as_a_proximal_step_zeroes_bn_scales(ssd, tiny_data, tmp_
     assert steps[-1]["filters_empty"] == 1.0
     sparse = load_detector(work / "sparse.pth")
     for name in resolve_layer_set(sparse, "all"):
-        bn = _following_bn(sparse, name)
+        bn = following_bn(sparse, name)
         assert bn is None or torch.count_nonzero(bn.weight) == 0, name
     record = json.loads((work / "pipeline.json").read_text())
     assert record["stages"]["sparsity"]["sparsity"]["proximal"] is True

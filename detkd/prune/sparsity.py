@@ -55,7 +55,7 @@ from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
 __all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "effective_weights",
-           "empty_filter_fraction", "filter_norms", "l1_matched_weight", "proximal_step", "sparsity_penalty",
+           "empty_filter_fraction", "filter_norms", "following_bn", "l1_matched_weight", "proximal_step", "sparsity_penalty",
            "threshold_sweep", "weight_sparsity", "zero_below"]
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
@@ -66,7 +66,7 @@ def _weights(detector: nn.Module, names: Iterable[str]) -> list[torch.Tensor]:
     return [detector.get_submodule(name).weight for name in names]
 
 
-def _following_bn(detector: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
+def following_bn(detector: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
     """The BatchNorm2d right after conv ``conv_name`` in its ``Sequential`` (Conv2dNormActivation), if any."""
     after = followers(detector, conv_name)
     return after[0] if after and isinstance(after[0], nn.BatchNorm2d) else None
@@ -86,7 +86,7 @@ def effective_weights(detector: nn.Module, names: Iterable[str], fold_bn: bool =
     out = []
     for name in names:
         weight = detector.get_submodule(name).weight
-        scale = _fold_scale(_following_bn(detector, name)) if fold_bn else None
+        scale = _fold_scale(following_bn(detector, name)) if fold_bn else None
         if scale is not None:
             weight = weight * scale.view(-1, 1, 1, 1)
         out.append(weight)
@@ -109,7 +109,7 @@ def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1"
         return sum((n.sum() for n in filter_norms(detector, names, fold_bn)), torch.zeros(()))
     total = torch.zeros(())
     for name in names:  # bn_scale
-        bn = _following_bn(detector, name)
+        bn = following_bn(detector, name)
         if bn is not None and bn.weight is not None:
             total = total + bn.weight.abs().sum()
         else:
@@ -142,7 +142,7 @@ def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: fl
         raise ValueError(f"proximal step must be >= 0, got {step}")
     for name in names:
         weight = detector.get_submodule(name).weight
-        bn = _following_bn(detector, name)
+        bn = following_bn(detector, name)
         if kind == "bn_scale" and bn is not None and bn.weight is not None:
             _soft_threshold_(bn.weight, step)
             continue
@@ -184,7 +184,7 @@ def l1_matched_weight(detector: nn.Module, names: Sequence[str], kind: str, l1_w
         return float(l1_weight) * float(torch.cat(roots).mean()) if roots else float(l1_weight)
     folded = gamma = 0.0
     for name in names:  # bn_scale
-        bn = _following_bn(detector, name)
+        bn = following_bn(detector, name)
         if bn is not None and bn.weight is not None:
             folded += float(effective_weights(detector, [name], fold_bn=True)[0].abs().sum())
             gamma += float(bn.weight.abs().sum())
