@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
 CONFIG = "configs/prune/ssd_cpu_bccd.py"  # every BCCD row's prune config (relative to the repository)
-COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "imgsz", "params", "param_ratio", "flops",
+COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retrain_lr", "imgsz", "params", "param_ratio", "flops",
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
 TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
@@ -78,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="BCCD root")
     parser.add_argument("--retrain-epochs", type=int, default=RETRAIN_EPOCHS,
                         help="retraining epochs (default: %(default)s; other values get their own rows and work folders)")
+    parser.add_argument("--retrain-lr", type=float, default=None,
+                        help="retraining learning rate (default: the prune config's; other values get their own rows and work folders)")
     parser.add_argument("--sparsity-epochs", type=int, default=10)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--only", nargs="+", choices=["singh", "l1", "taylor", "ssd300"], default=["singh", "l1", "taylor", "ssd300"])
@@ -109,7 +111,8 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
     """Run the tool for one method/ratio (all stages, or ``stages``) on the checkpoint whose label is
     ``subject``; its report rows with the benchmark's keys."""
     folder = method if ratio is None else f"{method}_{ratio:g}"
-    budget = "" if args.retrain_epochs == RETRAIN_EPOCHS else f"_ep{args.retrain_epochs}"
+    budget = ("" if args.retrain_epochs == RETRAIN_EPOCHS else f"_ep{args.retrain_epochs}") \
+        + ("" if args.retrain_lr is None else f"_lr{args.retrain_lr:g}")
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
         folder = f"{subject}/{args.variant}/{folder}"
     folder += budget
@@ -118,6 +121,8 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
            f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}",
            *VARIANTS[args.variant]]
+    if args.retrain_lr is not None:
+        cmd.append(f"prune.retrain_lr={args.retrain_lr:g}")
     penalty = sparsity_weight(args) if method == "singh" else None
     if penalty is not None:
         cmd.append(f"prune.sparsity.weight={penalty:g}")
@@ -143,7 +148,7 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
                 row["val_curve"] = validation_curve(work / "retrain")
             row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}",
                        ratio=round(removed, 3), requested_ratio=ratio,
-                       epochs=args.retrain_epochs if row["retrained"] else 0,
+                       epochs=args.retrain_epochs if row["retrained"] else 0, retrain_lr=args.retrain_lr if row["retrained"] else None,
                        sparsity_epochs=args.sparsity_epochs if method == "singh" else 0, sparsity_weight=penalty,
                        sparsity_curve=sparsity_curve(work / "sparsity") if method == "singh" else None,
                        sweep=json.loads((work / "sweep.json").read_text()) if method == "singh" else None)
@@ -209,7 +214,7 @@ def main() -> int:
     subject = checkpoint_model_label(args.checkpoint, file_hash=True) if jobs else None
     for method, ratio in jobs:
         done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant,
-                           epochs=args.retrain_epochs)
+                           epochs=args.retrain_epochs, retrain_lr=args.retrain_lr)
         if args.retime:
             if done:
                 for row in prune_row(method, ratio, subject, args, ["report"]):
@@ -257,7 +262,8 @@ def targets_summary(rows: list[dict]) -> str:
                   f"mAP50 {-row['mAP50_loss']:+.1f}": row["mAP50_loss"] <= TARGETS["max_loss_points"],
                   f"AP {-row['AP_loss']:+.1f}": row["AP_loss"] <= TARGETS["max_loss_points"]}
         marks = ", ".join(f"{k} {'met' if ok else 'missed'}" for k, ok in checks.items())
-        lines.append(f"- {row['subject']} {row.get('variant')} {row['method']} {row['ratio']:g} ({row['epochs']} ep): {marks}"
+        lr = f", lr {row['retrain_lr']:g}" if row.get("retrain_lr") is not None else ""
+        lines.append(f"- {row['subject']} {row.get('variant')} {row['method']} {row['ratio']:g} ({row['epochs']} ep{lr}): {marks}"
                      + (" - **all targets met**" if all(checks.values()) else ""))
     head = (f"Targets (retrained against the unpruned subject): >= {TARGETS['param_ratio']}x fewer parameters, >= "
             f"{TARGETS['speedup']}x lower latency, <= {TARGETS['max_loss_points']:g} point lost in mAP50 and in AP.\n\n")
@@ -286,7 +292,7 @@ def write_report(results: ResultsFile) -> None:
     if retrains:
         text += ("\n**Retraining curves** (val mAP50 at each validation of the retraining: has it stopped improving?).\n\n"
                  + markdown_table([dict(r, curve=", ".join(f"{v:.3f} (ep {e})" for e, v in r["val_curve"])) for r in retrains],
-                                  ["subject", "variant", "method", "ratio", "epochs", "curve"]))
+                                  ["subject", "variant", "method", "ratio", "epochs", "retrain_lr", "curve"]))
     for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
         data = row["sweep"]
         rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]

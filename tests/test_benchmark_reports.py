@@ -175,12 +175,15 @@ def test_prune_report_shows_each_retraining_curve(prune_ssd, tmp_path, monkeypat
     monkeypatch.setattr(prune_ssd, "plot_map_vs_fps", lambda *a, **k: None)
     results = ResultsFile(tmp_path / "prune_ssd.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
     for row in [_row("w0.5", "unpruned", 0.85, 0.50, retrained=False),
-                {**_row("w0.5", "l1", 0.80, 0.45), "val_curve": [[5, 0.776], [10, 0.8]]}]:
-        results.add({**row, "name": row["method"], "dataset": "bccd", "imgsz": 320, "params": 1, "flops": 1,
+                {**_row("w0.5", "l1", 0.80, 0.45), "val_curve": [[5, 0.776], [10, 0.8]]},
+                {**_row("w0.5", "l1", 0.81, 0.46), "name": "l1_lr", "retrain_lr": 0.002, "val_curve": [[5, 0.7], [10, 0.81]]}]:
+        results.add({"name": row["method"], **row, "dataset": "bccd", "imgsz": 320, "params": 1, "flops": 1,
                      "onnx_latency_ms": 1.0})
     prune_ssd.write_report(results)
     text = (tmp_path / "prune_ssd.md").read_text()
-    assert "| w0.5 | distill | l1 | 0.650 | 10 | 0.776 (ep 5), 0.800 (ep 10) |" in text
+    assert "| w0.5 | distill | l1 | 0.650 | 10 | - | 0.776 (ep 5), 0.800 (ep 10) |" in text
+    assert "| w0.5 | distill | l1 | 0.650 | 10 | 0.002 | 0.700 (ep 5), 0.810 (ep 10) |" in text  # another learning rate: its own row
+    assert "- w0.5 distill l1 0.65 (10 ep, lr 0.002): " in text
 
 
 def test_per_class_diagnostic_measures_boxes_on_each_input_size():
