@@ -203,3 +203,33 @@ def test_per_class_diagnostic_measures_boxes_on_each_input_size():
     assert sizes["big"] == {"count": 1, "median_px": pytest.approx(160.0), "p10_px": pytest.approx(160.0), "median_cells": pytest.approx(5.0)}
     assert sizes["none"]["count"] == 0
     assert diagnose.box_sizes(index, 512)["big"]["median_px"] == pytest.approx(256.0)  # scale 0.8
+
+
+def test_keep_subject_writes_weights_and_record_and_never_replaces(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import torch
+
+    from detkd.engine.checkpoint import checkpoint_model_label, load_detector, save_detector
+    from detkd.fileio import file_sha256
+    from detkd.models.factory import build_model
+
+    keep = _script("keep_subject")
+    monkeypatch.setattr(keep, "SUBJECTS", tmp_path / "subjects")
+    monkeypatch.setattr(keep, "REPO", tmp_path)
+    torch.manual_seed(0)
+    source = save_detector(build_model("ssd_cpu", class_names=["a", "b"], imgsz=64, width=0.125).eval(), tmp_path / "run" / "best.pth")
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"stage": "run", "params": {"imgsz": 64}, "finished": True}))
+    argv = ["keep_subject.py", str(source), "--name", "tiny", "--trained-by", "python tools/train.py X"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert keep.main() == 0
+    kept = tmp_path / "subjects" / "tiny.pth"
+    record = json.loads((tmp_path / "subjects" / "subjects.json").read_text())["tiny"]
+    assert record["sha256"] == file_sha256(kept) and record["source_sha256"] == file_sha256(source)
+    assert record["label"] == checkpoint_model_label(kept, file_hash=True) and record["label"].startswith("ssd_cpu_w0.125@")
+    assert record["trained_by"] == "python tools/train.py X" and record["run_settings"] == {"imgsz": 64}
+    before = load_detector(source).state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in load_detector(kept).state_dict().items())
+    first = kept.read_bytes()
+    assert keep.main() == 2 and kept.read_bytes() == first  # an existing subject is never replaced

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Keep a trained benchmark model in the repository: its weights (no optimizer state) and how it was made.
+
+    python benchmarks/keep_subject.py CKPT --name ssd_cpu_w0.5_bccd --trained-by "python tools/train.py ..."
+
+Training a benchmark's teacher or pruning subject takes an hour or more on a 2-core CPU, and
+``benchmarks/work/`` (ignored by git) does not outlive the machine it was made on. This writes the
+checkpoint's detector as ``benchmarks/subjects/<name>.pth`` (:func:`detkd.engine.checkpoint.save_detector`:
+weights and detkd spec, loadable with ``weights_only=True``, a third of a training checkpoint's size) and
+records in ``benchmarks/subjects/subjects.json`` its file hash, its model label, the source checkpoint, the
+command that trained it (``--trained-by``) and the run's resolved settings (its ``run.json``, where there is one). Benchmarks name rows by the
+kept file's hash (:func:`detkd.engine.checkpoint.checkpoint_model_label`), so every later row of that
+subject is comparable with the earlier ones. An existing subject of that name is never replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import detkd  # noqa: F401  (offline environment first)
+from detkd.engine.checkpoint import checkpoint_model_label, load_detector, save_detector
+from detkd.fileio import atomic_write_json, file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+SUBJECTS = REPO / "benchmarks" / "subjects"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a detkd checkpoint (e.g. a run's best_*.pth)")
+    parser.add_argument("--name", required=True, help="file name under benchmarks/subjects/ (without .pth)")
+    parser.add_argument("--trained-by", required=True, help="the command that trained it (recorded as it is)")
+    return parser.parse_args()
+
+
+def run_settings(checkpoint: Path) -> dict | None:
+    """The resolved settings recorded in the run folder of ``checkpoint`` (``run.json``), if any."""
+    record = checkpoint.parent / "run.json"
+    return json.loads(record.read_text()).get("params") if record.is_file() else None
+
+
+def main() -> int:
+    args = parse_args()
+    target = SUBJECTS / f"{args.name}.pth"
+    if target.exists():
+        print(f"error: {target} exists already; pick another --name (kept subjects are never replaced)", file=sys.stderr)
+        return 2
+    detector = load_detector(args.checkpoint)
+    save_detector(detector, target)
+    index = SUBJECTS / "subjects.json"
+    subjects = json.loads(index.read_text()) if index.is_file() else {}
+    subjects[args.name] = {
+        "file": str(target.relative_to(REPO)), "sha256": file_sha256(target),
+        "label": checkpoint_model_label(target, file_hash=True),
+        "source": str(args.checkpoint), "source_sha256": file_sha256(args.checkpoint),
+        "trained_by": args.trained_by, "run_settings": run_settings(args.checkpoint),
+        "kept": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(index, subjects)
+    print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB): {subjects[args.name]['label']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
