@@ -20,7 +20,10 @@ prune = dict(
     retrain_lr=None,         # None: the config's learning rate
     eval_split="val",        # split of the threshold sweep and the report
     threads=2,               # threads for the report's latency measurements
-    sparsity=dict(epochs=10, weight=1e-4, lr=None, fold_bn=True),  # singh stage 1: loss + weight * sum|w| over the layer set (BN-folded w)
+    # singh stage 1: loss + weight * growth**epoch * penalty over the layer set (BN-folded magnitudes); kind: l1 (sum|w|,
+    # the paper's) | group (each filter's L2 norm) | bn_scale (sum|gamma|); proximal: a proximal step of lr * weight
+    # after every optimizer step instead of a loss term (exact zeros)
+    sparsity=dict(epochs=10, weight=1e-4, lr=None, fold_bn=True, kind="l1", growth=1.0, proximal=False),
     sweep=dict(thresholds=[], quantiles=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95], max_drop=0.01),  # thresholds: absolute; else quantiles of |w|
     select=dict(out_fraction=0.9, in_fraction=0.9, combine="or"),  # zero fractions that mark a filter (of l / of l+1's inputs)
 )
