@@ -218,11 +218,12 @@ class PrunePipeline:
     def _check_stage_settings(self, stage: str, artefact: str) -> None:
         """A finished stage is reused only when it was made with today's settings."""
         made = json.loads((self.work_dir / "pipeline.json").read_text()).get("stages", {}).get(stage)
+        if made is None:
+            return
         now = self._stage_settings(stage)
-        if made is not None:  # a record older than an option was made with that option's default
-            defaults = options_dict(type(self.opts).from_dict(None))
-            made = _with_defaults(made, {k: defaults[k] for k in now})
-        if made is not None and made != now:
+        defaults = options_dict(type(self.opts).from_dict(None))  # a record older than an option: made with its default
+        made = _with_defaults(made, {k: defaults[k] for k in now})
+        if made != now:
             changes = describe_changes({f"prune.{k}": v for k, v in made.items()},
                                        {f"prune.{k}": v for k, v in now.items()})
             raise PipelineError(f"{self.path(artefact)} was made with other settings ({changes}); pass a new --work-dir "

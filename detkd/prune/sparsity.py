@@ -147,20 +147,20 @@ def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: fl
             _soft_threshold_(bn.weight, step)
             continue
         scale = _fold_scale(bn) if fold_bn else None
-        if kind == "l1":
-            if scale is None:
-                _soft_threshold_(weight, step)
-            else:
-                live = (scale > 0).view(-1, 1, 1, 1)
-                shrunk = weight.sign() * (weight.abs() - step / scale.clamp_min(1e-30).view(-1, 1, 1, 1)).clamp_min(0.0)
-                weight.copy_(torch.where(live, shrunk, weight))
+        if kind == "l1":  # threshold 0 (no change) behind a zero scale
+            per_filter = step if scale is None else torch.where(scale > 0, step / scale.clamp_min(1e-30), 0.0).view(-1, 1, 1, 1)
+            _soft_threshold_(weight, per_filter)
             continue
+        norms = weight.flatten(1).norm(dim=1)
         if scale is not None and kind == "group":  # the filter's scale lives in gamma
-            norms = weight.flatten(1).norm(dim=1) * scale
-            bn.weight.mul_((1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0))  # type: ignore[union-attr]
+            bn.weight.mul_(_shrink_factor(norms * scale, step))  # type: ignore[union-attr]
         else:
-            norms = weight.flatten(1).norm(dim=1)
-            weight.mul_((1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0).view(-1, 1, 1, 1))
+            weight.mul_(_shrink_factor(norms, step).view(-1, 1, 1, 1))
+
+
+def _shrink_factor(norms: torch.Tensor, step: float) -> torch.Tensor:
+    """``Float[O]``: ``max(0, 1 - step / norm)``, the factor that shrinks each norm by ``step`` (to 0 below it)."""
+    return (1.0 - step / norms.clamp_min(1e-30)).clamp_min(0.0)
 
 
 @torch.no_grad()
