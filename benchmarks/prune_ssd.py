@@ -3,7 +3,7 @@
 
     python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
         [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
-        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency] [--threads 2]
+        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency] [--seed 0] [--threads 2]
 
 Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
 dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
@@ -32,6 +32,11 @@ reduction became time. For Singh rows the report adds the sparsity curve: the fr
 emptied (below 1 % of their layer's mean BN-folded norm) after each sparsity epoch, per variant; every
 retrained row keeps ``val_curve`` (val mAP50 at each validation of its retraining).
 
+``--seed`` sets the retraining's ``train.seed`` (data order, augmentation; the plan does not change: L1
+is deterministic and Taylor's batches are drawn with a fixed seed): rows record ``seed`` (rows made before it was recorded: 0), seeds other than 0
+get their own work folders (``_seed<s>``) and row names (``_s<s>``), and the report adds, per plan and
+retraining budget with more than one seed, the mean ± sample standard deviation of the retrained rows.
+
 Resumable: the tool resumes its stages; rows already in the results file are skipped.
 Outputs: benchmarks/results/prune_ssd.{json,md,png}.
 """
@@ -41,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -48,13 +54,13 @@ from pathlib import Path
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label
-from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
 CONFIG = "configs/prune/ssd_cpu_bccd.py"  # every BCCD row's prune config (relative to the repository)
-COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retrain_lr", "imgsz", "params", "param_ratio", "flops",
+COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retrain_lr", "seed", "imgsz", "params", "param_ratio", "flops",
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
 TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
@@ -84,6 +90,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("--only", nargs="+", choices=["singh", "l1", "taylor", "ssd300"], default=["singh", "l1", "taylor", "ssd300"])
     parser.add_argument("--variant", choices=list(VARIANTS), default="paper", help="pruning options on top of the method (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="retraining seed, train.seed (default: %(default)s; other values get their own rows and work folders)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--retime", action="store_true",
                         help="re-run the report stage (evaluation + latency) of every finished BCCD row, one after the other on a quiet machine")
@@ -115,11 +123,12 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
         + ("" if args.retrain_lr is None else f"_lr{args.retrain_lr:g}")
     if args.variant != "paper" or subject != "ssd_cpu_w0.25":  # the first (paper, width 0.25) runs keep their folders
         folder = f"{subject}/{args.variant}/{folder}"
-    folder += budget
+    folder += budget + (f"_seed{args.seed}" if args.seed else "")
     work = WORK / folder
     cmd = [sys.executable, "tools/prune.py", CONFIG, "--checkpoint", str(args.checkpoint),
            "--method", method, "--work-dir", str(work), "--cfg-options", f"data.root={args.data}",
            f"prune.retrain_epochs={args.retrain_epochs}", f"prune.sparsity.epochs={args.sparsity_epochs}", f"prune.threads={args.threads}",
+           f"train.seed={args.seed}",
            *VARIANTS[args.variant]]
     if args.retrain_lr is not None:
         cmd.append(f"prune.retrain_lr={args.retrain_lr:g}")
@@ -146,7 +155,9 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
         else:
             if row["retrained"]:
                 row["val_curve"] = validation_curve(work / "retrain")
-            row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}",
+            seed = f"_s{args.seed}" if args.seed else ""
+            row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}{seed}",
+                       seed=args.seed,
                        ratio=round(removed, 3), requested_ratio=ratio,
                        epochs=args.retrain_epochs if row["retrained"] else 0, retrain_lr=args.retrain_lr if row["retrained"] else None,
                        sparsity_epochs=args.sparsity_epochs if method == "singh" else 0, sparsity_weight=penalty,
@@ -212,9 +223,11 @@ def main() -> int:
         elif method in ("l1", "taylor"):
             jobs += [(method, r) for r in args.ratios]
     subject = checkpoint_model_label(args.checkpoint, file_hash=True) if jobs else None
+    for row in [r for r in results.rows if r["dataset"] == "bccd" and r["method"] != "unpruned" and "seed" not in r]:
+        results.add({**row, "seed": 0}, key=("name", "dataset"))  # made before seeds were recorded: train.seed's default
     for method, ratio in jobs:
         done = results.has(method=method, requested_ratio=ratio, retrained=True, dataset="bccd", subject=subject, variant=args.variant,
-                           epochs=args.retrain_epochs, retrain_lr=args.retrain_lr)
+                           epochs=args.retrain_epochs, retrain_lr=args.retrain_lr, seed=args.seed)
         if args.retime:
             if done:
                 for row in prune_row(method, ratio, subject, args, ["report"]):
@@ -227,7 +240,7 @@ def main() -> int:
                 continue
             if not row["retrained"] and results.has(method=method, requested_ratio=ratio, retrained=False, dataset="bccd",
                                                     subject=subject, variant=args.variant):
-                continue  # another retraining budget of the same plan: the pruned model is the same
+                continue  # another retraining budget (or seed) of the same plan: the pruned model is the same
             results.add({**row, "command": command}, key=("name", "dataset"))
     for row in [r for r in results.rows if r.get("retrained") and not r.get("val_curve") and r.get("work_dir")]:
         if (REPO / row["work_dir"] / "retrain").is_dir():  # rows made before their curve was kept, work folder still here
@@ -270,6 +283,37 @@ def targets_summary(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n" if lines else ""
 
 
+def seeds_summary(rows: list[dict]) -> str:
+    """Per plan and retraining budget retrained with several seeds (subject, variant, method, requested ratio,
+    epochs, lr): n, mean ± sample standard deviation of mAP50 / AP and their losses, the mean size and speed
+    ratios, and which targets the means meet."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in [r for r in rows if r.get("retrained") and "mAP50_loss" in r]:
+        key = (row["subject"], row.get("variant"), row["method"], row.get("requested_ratio"), row["epochs"], row.get("retrain_lr"))
+        groups.setdefault(key, []).append(row)
+    table = []
+    for (subject, variant, method, ratio, epochs, lr), members in groups.items():
+        if len({r.get("seed", 0) for r in members}) < 2:
+            continue
+        mean = {k: statistics.fmean(float(r[k]) for r in members) for k in ("param_ratio", "speedup", "mAP50_loss", "AP_loss")}
+        met = [name for name, ok in (("params", mean["param_ratio"] >= TARGETS["param_ratio"]),
+                                     ("latency", mean["speedup"] >= TARGETS["speedup"]),
+                                     ("mAP50", mean["mAP50_loss"] <= TARGETS["max_loss_points"]),
+                                     ("AP", mean["AP_loss"] <= TARGETS["max_loss_points"])) if ok]
+        table.append(dict(subject=subject, variant=variant, method=method, ratio=ratio if ratio is not None else "auto",
+                          epochs=epochs, retrain_lr=lr, seeds=", ".join(str(r.get("seed", 0)) for r in members),
+                          mAP50=mean_sd([r["mAP50"] for r in members]), AP=mean_sd([r["AP"] for r in members]),
+                          mAP50_loss=mean_sd([r["mAP50_loss"] for r in members], 1), AP_loss=mean_sd([r["AP_loss"] for r in members], 1),
+                          param_ratio=f"{mean['param_ratio']:.1f}", speedup=f"{mean['speedup']:.1f}",
+                          targets_met="all" if len(met) == 4 else (", ".join(met) or "none")))
+    if not table:
+        return ""
+    return ("\n**Over seeds** (retrained rows of one plan and budget; mean ± sample standard deviation; `targets_met`: "
+            "which targets the means meet).\n\n"
+            + markdown_table(table, ["subject", "variant", "method", "ratio", "epochs", "retrain_lr", "seeds", "mAP50", "AP",
+                                     "mAP50_loss", "AP_loss", "param_ratio", "speedup", "targets_met"]))
+
+
 def write_report(results: ResultsFile) -> None:
     m = results.data["machine"]
     bccd = with_losses([r for r in results.rows if r["dataset"] == "bccd"])
@@ -279,7 +323,7 @@ def write_report(results: ResultsFile) -> None:
     text = (f"**BCCD** (CPU-scale SSD, 320 px, val split; `epochs` = retraining epochs; `mAP50_loss` / `AP_loss`: points "
             f"below the unpruned subject). {note}\n\n"
             + markdown_table([{**r, **{k: f"{r[k]:.1f}" for k in ("mAP50_loss", "AP_loss") if k in r}} for r in bccd], COLUMNS)
-            + "\n" + targets_summary(bccd)
+            + "\n" + targets_summary(bccd) + seeds_summary(bccd)
             + f"\n**SSD300-VGG16** (torchvision architecture, random weights, 21 classes, 300 px; no mAP). {note}\n\n"
             + markdown_table(big, ["method", "ratio", "params", "param_ratio", "flops", "onnx_size_mb", "onnx_latency_ms", "speedup"]))
     curves = [r for r in bccd if r.get("sparsity_curve") and r["retrained"]]

@@ -49,6 +49,28 @@ def test_targets_summary_needs_every_target(prune_ssd):
     assert "AP -2.0 missed" in lines[1] and "all targets met" not in lines[1]
 
 
+def test_seeds_summary_gives_mean_and_spread_of_one_plan_over_its_seeds(prune_ssd):
+    def seeded(method, seed, mAP50, AP, lr=2e-3):
+        return {**_row("w0.5", method, mAP50, AP, param_ratio=7.0, speedup=4.0), "seed": seed, "requested_ratio": 0.67,
+                "retrain_lr": lr}
+
+    rows = prune_ssd.with_losses([_row("w0.5", "unpruned", 0.85, 0.50),
+                                  seeded("l1", 0, 0.85, 0.50), seeded("l1", 1, 0.83, 0.51), seeded("l1", 2, 0.84, 0.49),
+                                  seeded("l1", 0, 0.80, 0.45, lr=5e-4),  # another budget, one seed: no line
+                                  {**seeded("l1", 1, 0.84, 0.48), "retrained": False}])  # before retraining: not counted
+    lines = [line for line in prune_ssd.seeds_summary(rows).splitlines() if line.startswith("| w0.5")]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[6] == "0, 1, 2"
+    assert cells[7] == "0.840 ± 0.010" and cells[8] == "0.500 ± 0.010"  # mean and sample sd
+    assert cells[9] == "1.0 ± 1.0" and cells[10] == "0.0 ± 1.0"  # points lost: 0, 2, 1 and 0, -1, 1
+    assert cells[13] == "all"  # the means: 7.0x, 4.0x, 1.0 and 0.0 points
+    # seed 2 loses 6 AP points: the mean loss (0 - 1 + 6) / 3 misses the AP target
+    worse = [{**r, "AP": r["AP"] - 0.05} if r.get("seed") == 2 else r for r in rows]
+    assert prune_ssd.seeds_summary(prune_ssd.with_losses(worse)).splitlines()[-1].endswith("params, latency, mAP50 |")
+    assert prune_ssd.seeds_summary(rows[:2]) == ""
+
+
 def _student(method, seed, mAP50, teacher=None, latency=10.0):
     return {"name": f"bccd_{method}_s{seed}", "dataset": "bccd", "method": method, "seed": seed, "epochs": 30,
             "teacher_cache": None if method in ("labels_only", "teacher") else True, "teacher_model": teacher, "imgsz": 320,
