@@ -2,7 +2,8 @@
 """Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
 
     python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 30]
-        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--width W] [--student-imgsz N] [--threads 2] [--only METHOD ...]
+        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--width W] [--student-imgsz N] [--kd-options KEY=VALUE ...]
+        [--threads 2] [--only METHOD ...]
     python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
 
 Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule and epochs:
@@ -34,7 +35,9 @@ each group and computes the targets per teacher. ``--width`` trains the student 
 distilled row is compared with the labels-only row of its own width). ``--student-imgsz`` trains the student
 rows at another input size while the teacher keeps its own (the input-size experiment: rows keep their
 ``imgsz``, folders and names end in ``_<size>px``, the teacher's boxes are scaled to the student's input, and
-each distilled row is compared with the labels-only row of its own size). Resumable: every training resumes
+each distilled row is compared with the labels-only row of its own size). ``--kd-options`` adds cfg-options to
+the distilled rows only (the loss-balance experiments, e.g. ``distill.lambda_d=0.25``: rows keep ``kd_options``,
+folders and names end in ``_lambda_d0.25``, and each option set gets its own line of targets). Resumable: every training resumes
 from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route,
 student width and input size) are skipped; each is written as it finishes.
 The markdown report gives, per method / epochs / teacher route, the mean ± sample standard deviation
@@ -82,14 +85,16 @@ OPTIONS = {  # cfg-options per distillation row
     "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
 }
 COLUMNS = ["method", "seed", "epochs", "teacher_cache", "student_width", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
-           "speedup", "train_step_ms", "teacher_model"]
-KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width", "imgsz")  # one row per run
+           "speedup", "train_step_ms", "teacher_model", "kd_options"]
+KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width", "imgsz",
+       "kd_options")  # one row per run
 # ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
 # teacher, machine and schedule), and the report shows them in a table of their own. ``teacher_model``: the
 # teacher's model and width (``ssd_cpu_w0.25``), so rows distilled from another teacher (--teacher-ckpt,
 # --teacher-width) sit beside the others in the same table. ``student_width``: None for the student config's width,
 # else --width (the capacity experiment: a wider student, labels-only and distilled). ``imgsz``: the row's input size
-# (--student-imgsz: the input-size experiment, students at another size than their teacher).
+# (--student-imgsz: the input-size experiment, students at another size than their teacher). ``kd_options``: None, or
+# the distilled row's extra cfg-options (--kd-options, one string).
 STUDENT_KD = [m for m in METHODS if m.startswith("kd_")]
 
 
@@ -108,6 +113,8 @@ def parse_args() -> argparse.Namespace:
                         help="input size of the student rows only (the input-size experiment: the teacher keeps its own size)")
     parser.add_argument("--width", type=float, help="student width multiplier (default: the config's, 0.5)")
     parser.add_argument("--teacher-width", type=float, help="width of a teacher trained here (default: the config's)")
+    parser.add_argument("--kd-options", nargs="+", metavar="KEY=VALUE",
+                        help="extra cfg-options of the distilled rows only (e.g. distill.lambda_d=0.25; rows keep kd_options)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the latency of every row already in the results file, in one quiet phase")
@@ -185,6 +192,17 @@ def other_student_imgsz(args: argparse.Namespace) -> int | None:
     return None if int(args.student_imgsz) == int(common) else int(args.student_imgsz)
 
 
+def kd_options(method: str, args: argparse.Namespace) -> str | None:
+    """What a row records as ``kd_options``: --kd-options as one string for distilled rows, else None."""
+    return " ".join(args.kd_options) if method in STUDENT_KD and getattr(args, "kd_options", None) else None
+
+
+def kd_options_tag(options: str) -> str:
+    """A folder- and name-safe form of ``kd_options``: each option's last key part and its value
+    (``distill.lambda_d=0.25 distill.fm_nms.mode=box`` -> ``lambda_d0.25_modebox``)."""
+    return "_".join(o.split("=", 1)[0].split(".")[-1] + o.split("=", 1)[-1] for o in options.split())
+
+
 def row_suffix(method: str, args: argparse.Namespace) -> str:
     """What a row's name and work folder add for a student width other than the config's (``_w1``), a student
     input size other than the rows' (``_512px``) and a teacher other than the dataset's default
@@ -195,8 +213,9 @@ def row_suffix(method: str, args: argparse.Namespace) -> str:
         return f"_{label}" if other else ""
     if method in PEERS:
         return ""
-    width, size = student_width(args), other_student_imgsz(args)
+    width, size, options = student_width(args), other_student_imgsz(args), kd_options(method, args)
     return ((f"_w{width:g}" if width is not None else "") + (f"_{size}px" if size is not None else "")
+            + (f"_{kd_options_tag(options)}" if options else "")
             + (f"_from_{label}" if other and method in STUDENT_KD else ""))
 
 
@@ -226,6 +245,7 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
         if other_student_imgsz(args) is not None:  # the teacher runs at its own size, its boxes scaled to the student's
             extra = [*extra, f"teacher.imgsz={int(load_detector(teacher).imgsz)}"]
+        extra = [*extra, *(args.kd_options or [])]
         cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
                "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
     if not RunState(work).finished():  # --resume: continue an interrupted run (a new folder starts fresh)
@@ -323,7 +343,7 @@ def main() -> int:
         size = {} if method in PEERS else {"imgsz": imgsz}
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
                            teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None,
-                           student_width=width if method not in PEERS else None, **size)
+                           student_width=width if method not in PEERS else None, kd_options=kd_options(method, args), **size)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
     if teacher is None and [m for m, _ in todo if m != "labels_only" and m not in PEERS]:
@@ -355,7 +375,7 @@ def main() -> int:
                    teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
                    checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row_teacher, REPO), split="val",
                    teacher_model=row_teacher_model(method, label),
-                   student_width=width if method not in ("teacher", *PEERS) else None)
+                   student_width=width if method not in ("teacher", *PEERS) else None, kd_options=kd_options(method, args))
         results.add(row, key=KEY)
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
         write_report(results)
@@ -377,20 +397,23 @@ def group_name(row: dict[str, Any], by_teacher: bool = False, imgsz: int | None 
     name = f"teacher {row['teacher_model']}" if by_teacher and row["method"] == "teacher" else row["method"]
     width = f", student w{row['student_width']:g}" if row.get("student_width") is not None else ""
     size = f", {row['imgsz']} px" if imgsz and row["method"] != "teacher" and row.get("imgsz") != imgsz else ""
-    return f"{name} ({row['epochs']} ep{route}{source}{width}{size})"
+    options = f", {row['kd_options']}" if row.get("kd_options") else ""
+    return f"{name} ({row['epochs']} ep{route}{source}{width}{size}{options})"
 
 
 def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, computed from the means over seeds, one line per student schedule."""
     teachers = {s["teacher_model"]: s for s in summaries if s["method"] == "teacher"}
     lines = []
-    for epochs, source, width, size in sorted({(r["epochs"], r["teacher_model"], r.get("student_width") or 0.0, r.get("imgsz") or 0)
-                                               for r in rows if r["method"] in STUDENT_KD}):
+    for epochs, source, width, size, options in sorted({(r["epochs"], r["teacher_model"], r.get("student_width") or 0.0,
+                                                         r.get("imgsz") or 0, r.get("kd_options") or "")
+                                                        for r in rows if r["method"] in STUDENT_KD}):
         def same(s: dict[str, Any]) -> bool:  # the same student schedule, width and input size
             return s["epochs"] == epochs and (s.get("student_width") or 0.0) == width and (s.get("imgsz") or 0) == size
 
         base = next((s for s in summaries if s["method"] == "labels_only" and same(s)), None)
-        kd = [s for s in summaries if s["method"] in STUDENT_KD and same(s) and s["teacher_model"] == source]
+        kd = [s for s in summaries if s["method"] in STUDENT_KD and same(s) and s["teacher_model"] == source
+              and (s.get("kd_options") or "") == options]
         teacher = teachers.get(source)
         if not base or not kd:
             continue
@@ -443,7 +466,7 @@ def write_report(results: ResultsFile) -> None:
         for s in summaries:
             first = next(r for r in rows if r["group"] == s["group"])
             s.update(method=first["method"], epochs=first["epochs"], name=s["group"], teacher_model=first.get("teacher_model"),
-                     student_width=first.get("student_width"), imgsz=first.get("imgsz"),
+                     student_width=first.get("student_width"), imgsz=first.get("imgsz"), kd_options=first.get("kd_options"),
                      dataset=dataset if series is None else f"{dataset}: {series}")
         table = ["| method (epochs, teacher route) | seeds | mAP50 | AP | ONNX ms | speedup | step ms | val mAP50 gain, last validations |",
                  "|---|---|---|---|---|---|---|---|"]

@@ -170,6 +170,31 @@ def test_distill_report_compares_a_larger_input_with_its_own_labels_only_row(tmp
     assert ablation.work_dir("labels_only", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/labels_only"
 
 
+def test_distill_report_keeps_each_kd_option_set_apart(tmp_path, monkeypatch):
+    import argparse
+
+    ablation, results = _ablation(tmp_path, monkeypatch)
+    for row in [_student("labels_only", 0, 0.60), _student("kd_full_unlabeled", 0, 0.66, "ssd_cpu_w0.25"),
+                {**_student("kd_full_unlabeled", 0, 0.70, "ssd_cpu_w0.25"), "kd_options": "distill.lambda_d=0.25"},
+                _student("teacher", 0, 0.80, "ssd_cpu_w0.25", latency=30.0)]:
+        results.add(row, key=ablation.KEY)
+    assert len(results.rows) == 4  # the options are part of the key
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    assert "| kd_full_unlabeled (30 ep, cached) | 1 | 0.660 |" in text
+    assert "| kd_full_unlabeled (30 ep, cached, distill.lambda_d=0.25) | 1 | 0.700 |" in text
+    plain, weighted = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
+    assert "lambda_d" not in plain and "**+6.0 mAP50" in plain  # each set against the same labels-only row
+    assert "distill.lambda_d=0.25" in weighted and "**+10.0 mAP50" in weighted
+
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=None,
+                              imgsz=None, student_imgsz=None, kd_options=["distill.lambda_d=0.25", "distill.fm_nms.mode=box"])
+    assert ablation.kd_options("kd_full_unlabeled", args) == "distill.lambda_d=0.25 distill.fm_nms.mode=box"
+    assert ablation.kd_options("labels_only", args) is None and ablation.kd_options("teacher", args) is None
+    assert ablation.work_dir("kd_full_unlabeled", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/kd_full_unlabeled_lambda_d0.25_modebox"
+    assert ablation.work_dir("labels_only", 0, args) == tmp_path / "work/bccd/epochs_30/seed_0/labels_only"
+
+
 def test_distill_ablation_refuses_to_train_a_lost_teacher_again(tmp_path, monkeypatch):
     import argparse
 
