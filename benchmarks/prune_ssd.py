@@ -231,6 +231,8 @@ def main() -> int:
         if args.retime:
             if done:
                 for row in prune_row(method, ratio, subject, args, ["report"]):
+                    if args.seed and not row["retrained"] and row["method"] != "unpruned":
+                        continue  # the plan is the seed-0 run's: its pruned row stands for every seed
                     results.add({**row, "command": command}, key=("name", "dataset"))
             continue
         if done:
@@ -291,6 +293,7 @@ def seeds_summary(rows: list[dict]) -> str:
     for row in [r for r in rows if r.get("retrained") and "mAP50_loss" in r]:
         key = (row["subject"], row.get("variant"), row["method"], row.get("requested_ratio"), row["epochs"], row.get("retrain_lr"))
         groups.setdefault(key, []).append(row)
+    groups = {k: sorted(v, key=lambda r: r.get("seed", 0)) for k, v in groups.items()}
     table = []
     for (subject, variant, method, ratio, epochs, lr), members in groups.items():
         if len({r.get("seed", 0) for r in members}) < 2:
