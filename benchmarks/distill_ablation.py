@@ -301,7 +301,7 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
     """Re-measure params/FLOPs/latency of every existing row of ``--dataset`` from its checkpoint and ONNX file, one
     after the other, so all rows share one machine state (accuracy columns are kept)."""
     from detkd.engine.benchmark import benchmark_detector
-    from detkd.export.onnx import sample_images
+    from detkd.export.onnx import export_onnx, sample_images
 
     for row in [r for r in results.rows if r["dataset"] == args.dataset]:
         ckpt = REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
@@ -316,8 +316,10 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
             detector = load_detector(ckpt)
         spec = DATASETS[row["dataset"]]
         cfg = student_config(row["dataset"], args.data or spec["data"] or str(WORK / row["dataset"] / "data"))
-        images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=1)
+        images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=4)
         onnx_path = WORK / "onnx" / f"{row['name']}.onnx"
+        if not onnx_path.is_file():  # work folders do not outlive a machine: export again
+            export_onnx(detector, onnx_path, int(row["imgsz"]), check_images=images)
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
         results.add(row, key=KEY)
         print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms", flush=True)
