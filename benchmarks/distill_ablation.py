@@ -2,7 +2,7 @@
 """Distillation ablation: the F-YOLO student trained with each part of detkd's distillation added in turn.
 
     python benchmarks/distill_ablation.py --dataset bccd [--data ../shared/data/bccd] [--epochs 30]
-        [--seeds 0 1 2] [--teacher-ckpt CKPT] [--online] [--width W] [--student-imgsz N] [--kd-options KEY=VALUE ...]
+        [--seeds 0 1 2] [--teacher-ckpt CKPT [--trust-teacher] | --ultralytics-teacher] [--online] [--width W] [--student-imgsz N] [--kd-options KEY=VALUE ...]
         [--threads 2] [--only METHOD ...]
     python benchmarks/distill_ablation.py --dataset synthetic --epochs 15
 
@@ -35,7 +35,10 @@ each group and computes the targets per teacher. ``--width`` trains the student 
 distilled row is compared with the labels-only row of its own width). ``--student-imgsz`` trains the student
 rows at another input size while the teacher keeps its own (the input-size experiment: rows keep their
 ``imgsz``, folders and names end in ``_<size>px``, the teacher's boxes are scaled to the student's input, and
-each distilled row is compared with the labels-only row of its own size). ``--kd-options`` adds cfg-options to
+each distilled row is compared with the labels-only row of its own size). ``--ultralytics-teacher`` distills from
+the peers' YOLOv8s (the cross-family rows: ultralytics' own trainer, seed 0, the same epochs, 320 px, the same split;
+detkd reads its candidates through the one generic adapter; rows ``from_yolov8s@<hash>``, its teacher row evaluated
+like a peer); ``--teacher-ckpt`` also takes any ultralytics ``.pt`` with ``--trust-teacher``. ``--kd-options`` adds cfg-options to
 the distilled rows only (the loss-balance experiments, e.g. ``distill.lambda_d=0.25``: rows keep ``kd_options``,
 folders and names end in ``_lambda_d0.25``, and each option set gets its own line of targets). Resumable: every training resumes
 from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route,
@@ -61,6 +64,7 @@ from detkd.data.sources import read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
+from detkd.fileio import file_sha256
 from detkd.models.factory import model_label
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
@@ -72,6 +76,7 @@ METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_fu
 PEERS = ["ultralytics_labels_only", "ultralytics_kd"]  # YOLOv8n without / with ultralytics' distillation from YOLOv8s
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
+                 distill_ultralytics="fyolo_bccd_ultralytics_teacher",
                  unlabeled=["unlabeled.split=test", "unlabeled.ratio=0.35"], data=str(REPO.parent / "shared" / "data" / "bccd")),
     "synthetic": dict(teacher="yolov2_synthetic", distill="fyolo_synthetic", hints="fyolo_synthetic_hints",
                       student="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
@@ -107,6 +112,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--online", action="store_true", help="distill from the online teacher instead of the teacher cache")
     parser.add_argument("--teacher-ckpt", help="use this trained teacher instead of training one (its rows are named by its model, "
                         "width and file hash, e.g. ssd_cpu_w0.5@1a2b3c4d)")
+    parser.add_argument("--trust-teacher", action="store_true",
+                        help="--teacher-ckpt is an ultralytics .pt (a pickle: it can run code) that you trust")
+    parser.add_argument("--ultralytics-teacher", action="store_true",
+                        help="distill from the peer YOLOv8s (ultralytics' own trainer, seed 0, --epochs, 320 px, same split; "
+                        "trained here when missing): the cross-family rows, named from_yolov8s@<hash>")
     parser.add_argument("--teacher-epochs", type=int, default=30, help="epochs of a teacher trained here (default: %(default)s)")
     parser.add_argument("--imgsz", type=int, help="input size of every row (default: the dataset config's)")
     parser.add_argument("--student-imgsz", type=int,
@@ -157,10 +167,47 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
     ``ssd_cpu_w0.5@1a2b3c4d``), else the dataset's teacher config with --teacher-width (``default``: the
     config as it is)."""
     if args.teacher_ckpt and not default:
+        if is_ultralytics_file(args.teacher_ckpt):  # the model its trainer recorded, and which file
+            model = Path(str(ultralytics_run_args(args.teacher_ckpt).get("model", "ultralytics"))).stem
+            return f"{model}@{file_sha256(args.teacher_ckpt)[:8]}"
         return checkpoint_model_label(args.teacher_ckpt, file_hash=True)
     model = dict(load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['teacher']}.py").model)
     width = model.get("width") if default or not args.teacher_width else args.teacher_width
     return model_label({"name": model["name"], "kwargs": {"width": width} if width is not None else {}})
+
+
+def is_ultralytics_file(path: str | Path | None) -> bool:
+    """An ultralytics checkpoint (``.pt``: a pickle, loaded only with --trust-teacher or when the run made it)."""
+    return path is not None and Path(path).suffix == ".pt"
+
+
+def ultralytics_run_args(ckpt: str | Path) -> dict[str, Any]:
+    """The ``args.yaml`` ultralytics' trainer writes beside ``weights/`` (plain YAML: model, imgsz, epochs, ...);
+    {} when there is none."""
+    import yaml
+
+    path = Path(ckpt).parent.parent / "args.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def teacher_imgsz(teacher: Path) -> int:
+    """The input size ``teacher`` was trained at: a detkd checkpoint's stored size, an ultralytics run's ``imgsz``."""
+    if is_ultralytics_file(teacher):
+        size = ultralytics_run_args(teacher).get("imgsz")
+        if not size:
+            raise SystemExit(f"{teacher}: no args.yaml with imgsz beside its weights/ folder; the teacher's input size is unknown")
+        return int(size)
+    return int(load_detector(teacher).imgsz)
+
+
+def load_row_model(ckpt: Path, method: str, imgsz: int, class_names: list[str] | None = None) -> Any:
+    """A row's model: ultralytics' (peer rows, an ultralytics teacher; files this benchmark trained or the user
+    trusted) or detkd's."""
+    if method in PEERS or is_ultralytics_file(ckpt):
+        from detkd.models.ultralytics_adapter import load_ultralytics
+
+        return load_ultralytics(str(ckpt), class_names=class_names, imgsz=imgsz, trust=True)
+    return load_detector(ckpt)
 
 
 def student_config(dataset: str, data_root: str | None = None) -> Any:
@@ -241,13 +288,18 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
         config = spec["student"] if method == "labels_only" else spec["teacher"]
         cmd = [sys.executable, "tools/train.py", f"configs/train/{config}.py", "--work-dir", str(work), "--cfg-options", *opts]
     else:
-        config = spec["hints"] if method == "kd_hints" else spec["distill"]
+        assert teacher is not None
+        foreign = is_ultralytics_file(teacher)
+        if foreign and (method == "kd_hints" or "distill_ultralytics" not in spec):
+            raise SystemExit(f"{method} on {args.dataset} is not set up for an ultralytics teacher "
+                             "(FitNets hints need a detkd teacher's features)")
+        config = spec["hints"] if method == "kd_hints" else spec["distill_ultralytics" if foreign else "distill"]
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
-        if other_student_imgsz(args) is not None:  # the teacher runs at its own size, its boxes scaled to the student's
-            extra = [*extra, f"teacher.imgsz={int(load_detector(teacher).imgsz)}"]
+        if other_student_imgsz(args) is not None or foreign:  # the teacher runs at its own size, its boxes scaled
+            extra = [*extra, f"teacher.imgsz={teacher_imgsz(teacher)}"]
         extra = [*extra, *(args.kd_options or [])]
         cmd = [sys.executable, "tools/train_distill.py", f"configs/distill/{config}.py", "--work-dir", str(work),
-               "--teacher-ckpt", str(teacher), "--cfg-options", *opts, *extra]
+               "--teacher-ckpt", str(teacher), *(["--trust-teacher"] if foreign else []), "--cfg-options", *opts, *extra]
     if not RunState(work).finished():  # --resume: continue an interrupted run (a new folder starts fresh)
         run([*cmd, "--resume"])
     return best_checkpoint(work)
@@ -266,13 +318,11 @@ def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.
                          "tools/train.py and pass --teacher-ckpt (its rows are named by the file's hash).")
 
 
-def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:
-    """Peer rows: ultralytics' own trainer, YOLOv8n from its yaml, with ``distill_model`` = a YOLOv8s
-    trained the same way (seed 0) for ``ultralytics_kd`` (ultralytics' default ``dis`` weight); the student
-    with ultralytics' ``seed``. Returns (checkpoint, teacher checkpoint)."""
+def peer_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """What every ultralytics training of this benchmark shares: the split written in YOLO layout (once), epochs,
+    320 px, batch 16, the work folder."""
     from detkd.data.voc import read_voc
     from detkd.data.writers import write_yolo
-    from detkd.models.ultralytics_adapter import train_ultralytics
 
     if args.dataset != "bccd":
         raise SystemExit("peer rows are set up for --dataset bccd")
@@ -282,8 +332,25 @@ def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, 
         root = args.data or DATASETS["bccd"]["data"]
         for split in ("train", "val"):
             write_yolo(read_voc(root, split, ["Platelets", "RBC", "WBC"]), data_yaml.parent, split)
-    common = dict(data_yaml=data_yaml, epochs=args.epochs, imgsz=320, batch=16, project=work, workers=2)
-    teacher = train_ultralytics("yolov8s.yaml", name="yolov8s_teacher", **common)
+    return dict(data_yaml=data_yaml, epochs=args.epochs, imgsz=320, batch=16, project=work, workers=2)
+
+
+def peer_teacher(args: argparse.Namespace) -> Path:
+    """The YOLOv8s trained by ultralytics' own trainer (seed 0): ``ultralytics_kd``'s ``distill_model`` and, with
+    --ultralytics-teacher, the detkd student's teacher (the cross-family rows). Trained when missing."""
+    from detkd.models.ultralytics_adapter import train_ultralytics
+
+    return train_ultralytics("yolov8s.yaml", name="yolov8s_teacher", **peer_setup(args))
+
+
+def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Peer rows: ultralytics' own trainer, YOLOv8n from its yaml, with ``distill_model`` = :func:`peer_teacher`
+    for ``ultralytics_kd`` (ultralytics' default ``dis`` weight); the student with ultralytics' ``seed``.
+    Returns (checkpoint, teacher checkpoint)."""
+    from detkd.models.ultralytics_adapter import train_ultralytics
+
+    common = peer_setup(args)
+    teacher = peer_teacher(args)
     suffix = f"_seed{seed}"
     if method == "ultralytics_labels_only":
         return train_ultralytics("yolov8n.yaml", name=f"yolov8n_labels_only{suffix}", seed=seed, **common), teacher
@@ -292,8 +359,11 @@ def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, 
 
 
 def _checkpoint_epochs(path: Path) -> int | None:
+    """The epochs a teacher's checkpoint records (an ultralytics run: its ``args.yaml``'s)."""
     from detkd.engine.checkpoint import load_checkpoint_file
 
+    if is_ultralytics_file(path):
+        return ultralytics_run_args(path).get("epochs")
     return load_checkpoint_file(path).get("meta", {}).get("epoch")
 
 
@@ -308,12 +378,7 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         if not ckpt.is_file():
             print(f"{row['name']}: skipped, its checkpoint {ckpt} is not on this machine", flush=True)
             continue
-        if row["method"] in PEERS:
-            from detkd.models.ultralytics_adapter import load_ultralytics
-
-            detector = load_ultralytics(str(ckpt), imgsz=int(row["imgsz"]), trust=True)  # our own file
-        else:
-            detector = load_detector(ckpt)
+        detector = load_row_model(ckpt, row["method"], int(row["imgsz"]))
         spec = DATASETS[row["dataset"]]
         cfg = student_config(row["dataset"], args.data or spec["data"] or str(WORK / row["dataset"] / "data"))
         images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=4)
@@ -334,6 +399,13 @@ def main() -> int:
         write_report(results)
         return 0
     wanted = args.only or METHODS
+    if args.ultralytics_teacher and args.teacher_ckpt:
+        raise SystemExit("--ultralytics-teacher and --teacher-ckpt both name the teacher: pass one")
+    if args.ultralytics_teacher:  # the cross-family teacher: the peers' YOLOv8s, a file this benchmark trains
+        args.teacher_ckpt, args.trust_teacher = str(peer_teacher(args)), True
+    if is_ultralytics_file(args.teacher_ckpt) and not args.trust_teacher:
+        raise SystemExit(f"{args.teacher_ckpt}: an ultralytics .pt file is a Python pickle, and loading it can run "
+                         "arbitrary code; if you trust this file, pass --trust-teacher")
     teacher = Path(args.teacher_ckpt) if args.teacher_ckpt else None
     label = teacher_label(args)
     width = student_width(args)
@@ -357,17 +429,14 @@ def main() -> int:
     for method, seed in todo:  # seed-major: every seed's rows finish before the next seed starts
         if method in PEERS:
             ckpt, row_teacher = train_peer(method, seed, args)
-            from detkd.models.ultralytics_adapter import load_ultralytics
-
-            detector = load_ultralytics(str(ckpt), class_names=val.class_names, imgsz=int(cfg.imgsz), trust=True)  # our own file
-            step, curve = None, []
         else:
             ckpt = teacher if method == "teacher" else train_row(method, seed, teacher, args)
             row_teacher = teacher
             assert ckpt is not None
-            detector = load_detector(ckpt)
-            step = train_step_ms(ckpt.parent)
-            curve = validation_curve(ckpt.parent)
+        size = teacher_imgsz(ckpt) if method == "teacher" and is_ultralytics_file(ckpt) else int(cfg.imgsz)
+        detector = load_row_model(ckpt, method, size, val.class_names)
+        step = train_step_ms(ckpt.parent)  # None for ultralytics runs: their steps are not logged the same way
+        curve = validation_curve(ckpt.parent)
         name = f"{args.dataset}_{method}{row_suffix(method, args)}" + (f"_s{seed}" if method != "teacher" else "")
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
         epochs = args.epochs

@@ -4,6 +4,7 @@ model, the targets) and distill_ablation (several teachers, student widths in on
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,50 @@ def test_keep_subject_writes_weights_and_record_and_never_replaces(tmp_path, mon
     assert all(torch.equal(v, before[k]) for k, v in load_detector(kept).state_dict().items())
     first = kept.read_bytes()
     assert keep.main() == 2 and kept.read_bytes() == first  # an existing subject is never replaced
+
+
+def _ultralytics_run(tmp_path: Path) -> Path:
+    """A run folder as ultralytics' trainer leaves it: ``args.yaml`` beside ``weights/best.pt`` (bytes only: never loaded)."""
+    run = tmp_path / "yolov8s_teacher"
+    (run / "weights").mkdir(parents=True)
+    (run / "args.yaml").write_text("task: detect\nmodel: yolov8s.yaml\nepochs: 30\nimgsz: 320\nseed: 0\n")
+    best = run / "weights" / "best.pt"
+    best.write_bytes(b"not a pickle")
+    return best
+
+
+def test_distill_ablation_rows_from_an_ultralytics_teacher(tmp_path, monkeypatch):
+    import argparse
+
+    from detkd.fileio import file_sha256
+
+    ablation, _ = _ablation(tmp_path, monkeypatch)
+    best = _ultralytics_run(tmp_path)
+    args = argparse.Namespace(dataset="bccd", teacher_ckpt=str(best), teacher_width=None, epochs=30, online=False, width=None,
+                              imgsz=None, student_imgsz=None, kd_options=None, data="/data/bccd", teacher_epochs=30)
+    label = f"yolov8s@{file_sha256(best)[:8]}"
+    assert ablation.teacher_label(args) == label  # the model its trainer recorded, and which file
+    assert ablation.work_dir("kd_full_unlabeled", 1, args) == tmp_path / f"work/bccd/epochs_30/seed_1/kd_full_unlabeled_from_{label}"
+    assert ablation.row_suffix("teacher", args) == f"_{label}"
+    assert ablation.teacher_imgsz(best) == 320 and ablation._checkpoint_epochs(best) == 30  # read from args.yaml, no unpickling
+
+    commands = []
+    monkeypatch.setattr(ablation, "run", commands.append)
+    monkeypatch.setattr(ablation, "best_checkpoint", lambda work: work / "best.pth")
+    ablation.train_row("kd_full_unlabeled", 1, best, args)
+    cmd = commands[0]
+    assert "configs/distill/fyolo_bccd_ultralytics_teacher.py" in cmd and cmd[cmd.index("--teacher-ckpt") + 1] == str(best)
+    assert "--trust-teacher" in cmd and "teacher.imgsz=320" in cmd and "unlabeled.split=test" in cmd
+    with pytest.raises(SystemExit, match="FitNets hints need a detkd teacher"):
+        ablation.train_row("kd_hints", 1, best, args)
+    (best.parent.parent / "args.yaml").unlink()
+    with pytest.raises(SystemExit, match="no args.yaml with imgsz"):
+        ablation.teacher_imgsz(best)
+
+
+def test_distill_ablation_refuses_an_untrusted_ultralytics_teacher(tmp_path, monkeypatch):
+    ablation, _ = _ablation(tmp_path, monkeypatch)
+    best = _ultralytics_run(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["distill_ablation.py", "--teacher-ckpt", str(best), "--only", "kd_full_unlabeled"])
+    with pytest.raises(SystemExit, match="best.pt: an ultralytics .pt file is a Python pickle.*--trust-teacher"):
+        ablation.main()
