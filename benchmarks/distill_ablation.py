@@ -38,7 +38,7 @@ rows at another input size while the teacher keeps its own (the input-size exper
 each distilled row is compared with the labels-only row of its own size). ``--ultralytics-teacher`` distills from
 the peers' YOLOv8s (the cross-family rows: ultralytics' own trainer, seed 0, the same epochs, 320 px, the same split;
 detkd reads its candidates through the one generic adapter; rows ``from_yolov8s@<hash>``, its teacher row evaluated
-like a peer); ``--teacher-ckpt`` also takes any ultralytics ``.pt`` with ``--trust-teacher``. ``--kd-options`` adds cfg-options to
+like a peer; ``ultralytics_kd`` rows record the same label, and rows from a YOLOv8s trained again are refused, not mixed); ``--teacher-ckpt`` also takes any ultralytics ``.pt`` with ``--trust-teacher``. ``--kd-options`` adds cfg-options to
 the distilled rows only (the loss-balance experiments, e.g. ``distill.lambda_d=0.25``: rows keep ``kd_options``,
 folders and names end in ``_lambda_d0.25``, and each option set gets its own line of targets). Resumable: every training resumes
 from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route,
@@ -168,8 +168,7 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
     config as it is)."""
     if args.teacher_ckpt and not default:
         if is_ultralytics_file(args.teacher_ckpt):  # the model its trainer recorded, and which file
-            model = Path(str(ultralytics_run_args(args.teacher_ckpt).get("model", "ultralytics"))).stem
-            return f"{model}@{file_sha256(args.teacher_ckpt)[:8]}"
+            return ultralytics_label(args.teacher_ckpt)
         return checkpoint_model_label(args.teacher_ckpt, file_hash=True)
     model = dict(load_config(REPO / "configs" / "train" / f"{DATASETS[args.dataset]['teacher']}.py").model)
     width = model.get("width") if default or not args.teacher_width else args.teacher_width
@@ -318,6 +317,35 @@ def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.
                          "tools/train.py and pass --teacher-ckpt (its rows are named by the file's hash).")
 
 
+def ultralytics_label(ckpt: str | Path) -> str:
+    """An ultralytics checkpoint's label: the model its trainer recorded and which file (``yolov8s@1a2b3c4d``)."""
+    model = Path(str(ultralytics_run_args(ckpt).get("model", "ultralytics"))).stem
+    return f"{model}@{file_sha256(ckpt)[:8]}"
+
+
+def peer_work(args: argparse.Namespace) -> Path:
+    """The ultralytics runs' folder (the YOLO-layout split, the YOLOv8s teacher, the YOLOv8n peers)."""
+    return WORK / args.dataset / "ultralytics" / f"epochs_{args.epochs}"
+
+
+def peer_teacher_label(args: argparse.Namespace) -> str:
+    """:func:`ultralytics_label` of the peers' YOLOv8s when it is on this machine, else ``yolov8s@untrained``
+    (no row matches it: the teacher is trained, and its rows then record its hash)."""
+    best = peer_work(args) / "yolov8s_teacher" / "weights" / "best.pt"
+    return ultralytics_label(best) if best.is_file() else "yolov8s@untrained"
+
+
+def refuse_mixed_peer_teachers(results: ResultsFile, peer_label: str | None, args: argparse.Namespace) -> None:
+    """Stop before adding ``ultralytics_kd`` rows distilled from a YOLOv8s other than the one the results'
+    rows of these epochs were distilled from (its file lost and trained again): the seeds would mix teachers."""
+    others = {r.get("teacher_model") for r in results.rows if r["method"] == "ultralytics_kd" and r.get("series") is None
+              and r["dataset"] == args.dataset and r["epochs"] == args.epochs} - {peer_label}
+    if others:
+        raise SystemExit(f"{RESULTS / 'distill_ablation.json'} holds ultralytics_kd rows distilled from {', '.join(sorted(others))}, "
+                         f"not from the YOLOv8s in {peer_work(args)} ({peer_label}); its rows at other seeds would mix "
+                         "teachers. Bring that file back, or move the old rows to a series of their own.")
+
+
 def peer_setup(args: argparse.Namespace) -> dict[str, Any]:
     """What every ultralytics training of this benchmark shares: the split written in YOLO layout (once), epochs,
     320 px, batch 16, the work folder."""
@@ -326,7 +354,7 @@ def peer_setup(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.dataset != "bccd":
         raise SystemExit("peer rows are set up for --dataset bccd")
-    work = WORK / args.dataset / "ultralytics" / f"epochs_{args.epochs}"
+    work = peer_work(args)
     data_yaml = work / "yolo_data" / "data.yaml"
     if not data_yaml.is_file():
         root = args.data or DATASETS["bccd"]["data"]
@@ -411,12 +439,15 @@ def main() -> int:
     width = student_width(args)
     imgsz = int(student_imgsz(args) or student_config(args.dataset).imgsz)
 
+    peer_label = peer_teacher_label(args) if args.dataset == "bccd" else None
+
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
             return results.has(method=method, dataset=args.dataset, teacher_model=label, series=None)
         size = {} if method in PEERS else {"imgsz": imgsz}
         return results.has(method=method, dataset=args.dataset, seed=seed, epochs=args.epochs,
-                           teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label), series=None,
+                           teacher_cache=cached(method, args), teacher_model=row_teacher_model(method, label, peer_label),
+                           series=None,
                            student_width=width if method not in PEERS else None, kd_options=kd_options(method, args), **size)
 
     todo = [(m, s) for s in args.seeds for m in wanted if not done(m, s) and not (m == "teacher" and s != args.seeds[0])]
@@ -428,7 +459,12 @@ def main() -> int:
     val = read_split(dict(cfg.data), "val")
     for method, seed in todo:  # seed-major: every seed's rows finish before the next seed starts
         if method in PEERS:
+            if method == "ultralytics_kd":
+                refuse_mixed_peer_teachers(results, peer_label, args)
             ckpt, row_teacher = train_peer(method, seed, args)
+            peer_label = ultralytics_label(row_teacher)  # trained just now, if it was not here
+            if method == "ultralytics_kd":
+                refuse_mixed_peer_teachers(results, peer_label, args)
         else:
             ckpt = teacher if method == "teacher" else train_row(method, seed, teacher, args)
             row_teacher = teacher
@@ -445,7 +481,7 @@ def main() -> int:
         row.update(method=method, seed=0 if method == "teacher" else seed, epochs=epochs,
                    teacher_cache=cached(method, args), train_step_ms=step, val_curve=curve, command=command.strip(),
                    checkpoint=relative_path(ckpt, REPO), teacher=relative_path(row_teacher, REPO), split="val",
-                   teacher_model=row_teacher_model(method, label),
+                   teacher_model=row_teacher_model(method, label, peer_label),
                    student_width=width if method not in ("teacher", *PEERS) else None, kd_options=kd_options(method, args))
         results.add(row, key=KEY)
         print(f"{name}: mAP50 {row['mAP50']:.3f} AP {row['AP']:.3f} onnx {row['onnx_latency_ms']:.1f} ms", flush=True)
@@ -454,10 +490,13 @@ def main() -> int:
     return 0
 
 
-def row_teacher_model(method: str, label: str) -> str | None:
+def row_teacher_model(method: str, label: str, peer_label: str | None = None) -> str | None:
     """What a row records as ``teacher_model``: the teacher's label for distilled rows and the teacher
-    itself, YOLOv8s for the peers, None for labels-only."""
-    return "yolov8s" if method in PEERS else (None if method == "labels_only" else label)
+    itself, the peers' YOLOv8s (``peer_label``, with its file's hash) for ``ultralytics_kd``, None for
+    labels-only rows of either family."""
+    if method == "ultralytics_kd":
+        return peer_label
+    return None if method in ("labels_only", "ultralytics_labels_only") else label
 
 
 def group_name(row: dict[str, Any], by_teacher: bool = False, imgsz: int | None = None) -> str:

@@ -328,3 +328,27 @@ def test_distill_ablation_refuses_an_untrusted_ultralytics_teacher(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["distill_ablation.py", "--teacher-ckpt", str(best), "--only", "kd_full_unlabeled"])
     with pytest.raises(SystemExit, match="best.pt: an ultralytics .pt file is a Python pickle.*--trust-teacher"):
         ablation.main()
+
+
+def test_peer_rows_record_which_yolov8s_taught_them_and_never_mix_two(tmp_path, monkeypatch):
+    import argparse
+
+    from detkd.fileio import file_sha256
+
+    ablation, results = _ablation(tmp_path, monkeypatch)
+    args = argparse.Namespace(dataset="bccd", epochs=30)
+    assert ablation.peer_teacher_label(args) == "yolov8s@untrained"  # not on this machine: no row can match it
+    best = _ultralytics_run(tmp_path / "work" / "bccd" / "ultralytics" / "epochs_30")
+    label = f"yolov8s@{file_sha256(best)[:8]}"
+    assert ablation.peer_teacher_label(args) == label
+    assert ablation.row_teacher_model("ultralytics_kd", "ssd_cpu_w0.25", label) == label
+    assert ablation.row_teacher_model("ultralytics_labels_only", "ssd_cpu_w0.25", label) is None  # no teacher at all
+    assert ablation.row_teacher_model("kd_full_unlabeled", "ssd_cpu_w0.25", label) == "ssd_cpu_w0.25"
+
+    kd = {**_student("ultralytics_kd", 0, 0.62, label), "teacher_cache": None}
+    results.add(kd, key=ablation.KEY)
+    results.add({**kd, "seed": 0, "epochs": 20, "teacher_model": "yolov8s", "series": "earlier"}, key=ablation.KEY)
+    ablation.refuse_mixed_peer_teachers(results, label, args)  # the same file: more seeds may join (the series is apart)
+    with pytest.raises(SystemExit, match=f"holds ultralytics_kd rows distilled from {label}, not from the YOLOv8s"):
+        ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", args)  # lost, to be trained again
+    ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", argparse.Namespace(dataset="bccd", epochs=50))
