@@ -74,6 +74,7 @@ RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "distill_ablation"
 METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_full_unlabeled", "kd_hints", "teacher"]
 PEERS = ["ultralytics_labels_only", "ultralytics_kd"]  # YOLOv8n without / with ultralytics' distillation from YOLOv8s
+PEER_TEACHER_RUN = "yolov8s_teacher"  # the YOLOv8s's run folder under peer_work()
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
                  distill_ultralytics="fyolo_bccd_ultralytics_teacher",
@@ -289,9 +290,10 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
     else:
         assert teacher is not None
         foreign = is_ultralytics_file(teacher)
-        if foreign and (method == "kd_hints" or "distill_ultralytics" not in spec):
-            raise SystemExit(f"{method} on {args.dataset} is not set up for an ultralytics teacher "
-                             "(FitNets hints need a detkd teacher's features)")
+        if foreign and method == "kd_hints":
+            raise SystemExit("kd_hints needs a detkd teacher: FitNets hints read the teacher's features")
+        if foreign and "distill_ultralytics" not in spec:
+            raise SystemExit(f"{args.dataset} has no distillation config for an ultralytics teacher")
         config = spec["hints"] if method == "kd_hints" else spec["distill_ultralytics" if foreign else "distill"]
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
         if other_student_imgsz(args) is not None or foreign:  # the teacher runs at its own size, its boxes scaled
@@ -331,7 +333,7 @@ def peer_work(args: argparse.Namespace) -> Path:
 def peer_teacher_label(args: argparse.Namespace) -> str:
     """:func:`ultralytics_label` of the peers' YOLOv8s when it is on this machine, else ``yolov8s@untrained``
     (no row matches it: the teacher is trained, and its rows then record its hash)."""
-    best = peer_work(args) / "yolov8s_teacher" / "weights" / "best.pt"
+    best = peer_work(args) / PEER_TEACHER_RUN / "weights" / "best.pt"  # where train_ultralytics leaves it
     return ultralytics_label(best) if best.is_file() else "yolov8s@untrained"
 
 
@@ -368,7 +370,7 @@ def peer_teacher(args: argparse.Namespace) -> Path:
     --ultralytics-teacher, the detkd student's teacher (the cross-family rows). Trained when missing."""
     from detkd.models.ultralytics_adapter import train_ultralytics
 
-    return train_ultralytics("yolov8s.yaml", name="yolov8s_teacher", **peer_setup(args))
+    return train_ultralytics("yolov8s.yaml", name=PEER_TEACHER_RUN, **peer_setup(args))
 
 
 def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -439,7 +441,7 @@ def main() -> int:
     width = student_width(args)
     imgsz = int(student_imgsz(args) or student_config(args.dataset).imgsz)
 
-    peer_label = peer_teacher_label(args) if args.dataset == "bccd" else None
+    peer_label = peer_teacher_label(args) if set(wanted) & set(PEERS) else None  # hashes the YOLOv8s: only for peers
 
     def done(method: str, seed: int) -> bool:  # rows of the current protocol only (series None)
         if method == "teacher":
@@ -463,8 +465,6 @@ def main() -> int:
                 refuse_mixed_peer_teachers(results, peer_label, args)
             ckpt, row_teacher = train_peer(method, seed, args)
             peer_label = ultralytics_label(row_teacher)  # trained just now, if it was not here
-            if method == "ultralytics_kd":
-                refuse_mixed_peer_teachers(results, peer_label, args)
         else:
             ckpt = teacher if method == "teacher" else train_row(method, seed, teacher, args)
             row_teacher = teacher

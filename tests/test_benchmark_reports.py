@@ -315,8 +315,10 @@ def test_distill_ablation_rows_from_an_ultralytics_teacher(tmp_path, monkeypatch
     cmd = commands[0]
     assert "configs/distill/fyolo_bccd_ultralytics_teacher.py" in cmd and cmd[cmd.index("--teacher-ckpt") + 1] == str(best)
     assert "--trust-teacher" in cmd and "teacher.imgsz=320" in cmd and "unlabeled.split=test" in cmd
-    with pytest.raises(SystemExit, match="FitNets hints need a detkd teacher"):
+    with pytest.raises(SystemExit, match="kd_hints needs a detkd teacher: FitNets hints read the teacher.s features"):
         ablation.train_row("kd_hints", 1, best, args)
+    with pytest.raises(SystemExit, match="synthetic has no distillation config for an ultralytics teacher"):
+        ablation.train_row("kd_full_unlabeled", 1, best, argparse.Namespace(**{**vars(args), "dataset": "synthetic"}))
     (best.parent.parent / "args.yaml").unlink()
     with pytest.raises(SystemExit, match="no args.yaml with imgsz"):
         ablation.teacher_imgsz(best)
