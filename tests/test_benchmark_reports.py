@@ -72,6 +72,14 @@ def test_seeds_summary_gives_mean_and_spread_of_one_plan_over_its_seeds(prune_ss
     assert prune_ssd.seeds_summary(rows[:2]) == ""
 
 
+def test_proximal_variant_runs_the_group_term_as_a_proximal_step_with_its_own_lambda(prune_ssd, tmp_path):
+    options = prune_ssd.VARIANTS["group_prox"]
+    assert "prune.sparsity.proximal=True" in options and "prune.sparsity.kind=group" in options
+    args = prune_ssd.argparse.Namespace(variant="group_prox", checkpoint=tmp_path / "absent.pth")
+    assert prune_ssd.sparsity_weight(args) == 12.0  # the constant: no checkpoint is read for it
+    assert set(prune_ssd.PROXIMAL_WEIGHT) <= set(prune_ssd.VARIANTS)
+
+
 def _student(method, seed, mAP50, teacher=None, latency=10.0):
     return {"name": f"bccd_{method}_s{seed}", "dataset": "bccd", "method": method, "seed": seed, "epochs": 30,
             "teacher_cache": None if method in ("labels_only", "teacher") else True, "teacher_model": teacher, "imgsz": 320,
