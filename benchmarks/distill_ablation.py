@@ -51,6 +51,7 @@ Outputs: benchmarks/results/distill_ablation.{json,md,png}; work files in benchm
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import subprocess
@@ -64,7 +65,7 @@ from detkd.data.sources import read_split
 from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
-from detkd.fileio import file_sha256
+from detkd.fileio import atomic_write_json, atomic_write_text, file_sha256
 from detkd.models.factory import model_label
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
@@ -75,6 +76,8 @@ WORK = REPO / "benchmarks" / "work" / "distill_ablation"
 METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_full_unlabeled", "kd_hints", "teacher"]
 PEERS = ["ultralytics_labels_only", "ultralytics_kd"]  # YOLOv8n without / with ultralytics' distillation from YOLOv8s
 PEER_TEACHER_RUN = "yolov8s_teacher"  # the YOLOv8s's run folder under peer_work()
+SUBJECTS = REPO / "benchmarks" / "subjects"  # kept models (benchmarks/keep_subject.py) and their index
+KEPT_LABEL = "kept.json"  # beside a restored best.pt: the label of the kept file it was restored from
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
                  distill_ultralytics="fyolo_bccd_ultralytics_teacher",
@@ -320,7 +323,11 @@ def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.
 
 
 def ultralytics_label(ckpt: str | Path) -> str:
-    """An ultralytics checkpoint's label: the model its trainer recorded and which file (``yolov8s@1a2b3c4d``)."""
+    """An ultralytics checkpoint's label: the model its trainer recorded and which file (``yolov8s@1a2b3c4d``);
+    for a ``.pt`` restored from a kept subject, the kept file's label (recorded beside it, ``kept.json``)."""
+    kept = Path(ckpt).with_name(KEPT_LABEL)
+    if kept.is_file():
+        return str(json.loads(kept.read_text())["label"])
     model = Path(str(ultralytics_run_args(ckpt).get("model", "ultralytics"))).stem
     return f"{model}@{file_sha256(ckpt)[:8]}"
 
@@ -330,11 +337,45 @@ def peer_work(args: argparse.Namespace) -> Path:
     return WORK / args.dataset / "ultralytics" / f"epochs_{args.epochs}"
 
 
+def peer_teacher_file(args: argparse.Namespace) -> Path:
+    """Where the peers' YOLOv8s is: its run's ``best.pt`` (where train_ultralytics leaves it)."""
+    return peer_work(args) / PEER_TEACHER_RUN / "weights" / "best.pt"
+
+
+def kept_peer_teacher(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The peers' YOLOv8s kept in the repository (``benchmarks/subjects/yolov8s_<dataset>_<epochs>ep.pth``, by
+    benchmarks/keep_subject.py --trust), as its ``subjects.json`` entry; None when there is none."""
+    index = SUBJECTS / "subjects.json"
+    entry = json.loads(index.read_text()).get(f"yolov8s_{args.dataset}_{args.epochs}ep") if index.is_file() else None
+    return entry if entry and entry.get("kind") == "ultralytics" else None
+
+
 def peer_teacher_label(args: argparse.Namespace) -> str:
-    """:func:`ultralytics_label` of the peers' YOLOv8s when it is on this machine, else ``yolov8s@untrained``
-    (no row matches it: the teacher is trained, and its rows then record its hash)."""
-    best = peer_work(args) / PEER_TEACHER_RUN / "weights" / "best.pt"  # where train_ultralytics leaves it
-    return ultralytics_label(best) if best.is_file() else "yolov8s@untrained"
+    """:func:`ultralytics_label` of the peers' YOLOv8s when it is on this machine, else the kept one's label, else
+    ``yolov8s@untrained`` (no row matches it: the teacher is trained, and its rows then record its hash)."""
+    best = peer_teacher_file(args)
+    if best.is_file():
+        return ultralytics_label(best)
+    kept = kept_peer_teacher(args)
+    return str(kept["label"]) if kept else "yolov8s@untrained"
+
+
+def restore_peer_teacher(entry: dict[str, Any], best: Path) -> Path:
+    """Write ``best`` (an ultralytics ``.pt``), its run's ``args.yaml`` and :data:`KEPT_LABEL` from a kept YOLOv8s,
+    after checking the kept file's hash against its ``subjects.json`` entry."""
+    import yaml
+
+    from detkd.models.ultralytics_adapter import restore_ultralytics_checkpoint
+
+    kept = REPO / entry["file"]
+    if file_sha256(kept) != entry["sha256"]:
+        raise SystemExit(f"{kept}: its SHA-256 is not the one benchmarks/subjects/subjects.json records; "
+                         "the kept teacher was changed, refusing to use it")
+    restore_ultralytics_checkpoint(kept, best)
+    atomic_write_text(best.parent.parent / "args.yaml", yaml.safe_dump(entry["run_settings"] or {}, sort_keys=False))
+    atomic_write_json(best.with_name(KEPT_LABEL), {"label": entry["label"], "restored_from": entry["file"]})
+    print(f"{best}: restored from the kept {entry['file']} ({entry['label']})", flush=True)
+    return best
 
 
 def refuse_mixed_peer_teachers(results: ResultsFile, peer_label: str | None, args: argparse.Namespace) -> None:
@@ -367,10 +408,17 @@ def peer_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 def peer_teacher(args: argparse.Namespace) -> Path:
     """The YOLOv8s trained by ultralytics' own trainer (seed 0): ``ultralytics_kd``'s ``distill_model`` and, with
-    --ultralytics-teacher, the detkd student's teacher (the cross-family rows). Trained when missing."""
+    --ultralytics-teacher, the detkd student's teacher (the cross-family rows). When missing: restored from the
+    kept one (:func:`kept_peer_teacher`), else trained."""
     from detkd.models.ultralytics_adapter import train_ultralytics
 
-    return train_ultralytics("yolov8s.yaml", name=PEER_TEACHER_RUN, **peer_setup(args))
+    setup = peer_setup(args)
+    best, kept = peer_teacher_file(args), kept_peer_teacher(args)
+    if best.with_name(KEPT_LABEL).is_file():  # restored before (no results.csv: train_ultralytics would train it)
+        return best
+    if kept and not best.is_file() and not (best.parent / "last.pt").is_file():
+        return restore_peer_teacher(kept, best)
+    return train_ultralytics("yolov8s.yaml", name=PEER_TEACHER_RUN, **setup)
 
 
 def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:

@@ -2,6 +2,7 @@
 """Keep a trained benchmark model in the repository: its weights (no optimizer state) and how it was made.
 
     python benchmarks/keep_subject.py CKPT --name ssd_cpu_w0.5_bccd --trained-by "python tools/train.py ..."
+    python benchmarks/keep_subject.py RUN/weights/best.pt --trust --name yolov8s_bccd_30ep --trained-by "..."
 
 Training a benchmark's teacher or pruning subject takes an hour or more on a 2-core CPU, and
 ``benchmarks/work/`` (ignored by git) does not outlive the machine it was made on. This writes the
@@ -11,6 +12,12 @@ records in ``benchmarks/subjects/subjects.json`` its file hash, its model label,
 command that trained it (``--trained-by``) and the run's resolved settings (its ``run.json``, where there is one). Benchmarks name rows by the
 kept file's hash (:func:`detkd.engine.checkpoint.checkpoint_model_label`), so every later row of that
 subject is comparable with the earlier ones. An existing subject of that name is never replaced.
+
+An ultralytics ``.pt`` (a pickle: ``--trust`` says you trust it, e.g. a run this repository's benchmark made) is kept
+as data only (:func:`detkd.models.ultralytics_adapter.save_ultralytics_weights`: yaml, class names, fp16 tensors,
+training arguments; read with ``weights_only=True``), labelled ``<model>@<hash of the kept file>`` and recorded with
+``kind: ultralytics`` and its run's ``args.yaml``; ``benchmarks/distill_ablation.py`` restores the peers' YOLOv8s
+from it instead of training one again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path, help="a detkd checkpoint (e.g. a run's best_*.pth)")
     parser.add_argument("--name", required=True, help="file name under benchmarks/subjects/ (without .pth)")
     parser.add_argument("--trained-by", required=True, help="the command that trained it (recorded as it is)")
+    parser.add_argument("--trust", action="store_true",
+                        help="CHECKPOINT is an ultralytics .pt (a pickle: loading it can run code) that you trust")
     return parser.parse_args()
 
 
@@ -43,21 +52,42 @@ def run_settings(checkpoint: Path) -> dict | None:
     return json.loads(record.read_text()).get("params") if record.is_file() else None
 
 
+def ultralytics_run_settings(checkpoint: Path) -> dict | None:
+    """The ``args.yaml`` ultralytics' trainer wrote beside ``weights/`` (model, imgsz, epochs, seed, ...), if any."""
+    import yaml
+
+    record = checkpoint.parent.parent / "args.yaml"
+    return yaml.safe_load(record.read_text()) if record.is_file() else None
+
+
 def main() -> int:
     args = parse_args()
     target = SUBJECTS / f"{args.name}.pth"
     if target.exists():
         print(f"error: {target} exists already; pick another --name (kept subjects are never replaced)", file=sys.stderr)
         return 2
-    detector = load_detector(args.checkpoint)
-    save_detector(detector, target)
+    ultralytics = args.checkpoint.suffix == ".pt"
+    if ultralytics:
+        from detkd.models.ultralytics_adapter import save_ultralytics_weights
+
+        if not args.trust:
+            print(f"error: {args.checkpoint} is an ultralytics .pt, a Python pickle that can run code when loaded; "
+                  "pass --trust if you trust it", file=sys.stderr)
+            return 2
+        settings = ultralytics_run_settings(args.checkpoint)
+        save_ultralytics_weights(args.checkpoint, target, trust=True)
+        model = Path(str((settings or {}).get("model", "ultralytics"))).stem
+        label = f"{model}@{file_sha256(target)[:8]}"
+    else:
+        save_detector(load_detector(args.checkpoint), target)
+        settings, label = run_settings(args.checkpoint), checkpoint_model_label(target, file_hash=True)
     index = SUBJECTS / "subjects.json"
     subjects = json.loads(index.read_text()) if index.is_file() else {}
     subjects[args.name] = {
-        "file": str(target.relative_to(REPO)), "sha256": file_sha256(target),
-        "label": checkpoint_model_label(target, file_hash=True),
+        "file": str(target.relative_to(REPO)), "sha256": file_sha256(target), "label": label,
+        "kind": "ultralytics" if ultralytics else "detkd",
         "source": str(args.checkpoint), "source_sha256": file_sha256(args.checkpoint),
-        "trained_by": args.trained_by, "run_settings": run_settings(args.checkpoint),
+        "trained_by": args.trained_by, "run_settings": settings,
         "kept": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(index, subjects)

@@ -362,3 +362,46 @@ def test_peer_rows_record_which_yolov8s_taught_them_and_never_mix_two(tmp_path, 
     with pytest.raises(SystemExit, match=f"holds ultralytics_kd rows distilled from {label}, not from the YOLOv8s"):
         ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", args)  # lost, to be trained again
     ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", argparse.Namespace(dataset="bccd", epochs=50))
+
+
+def test_a_kept_yolov8s_is_restored_with_its_kept_label_and_never_trained_again(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    import torch
+
+    from detkd.fileio import file_sha256
+    from detkd.models import ultralytics_adapter
+    from detkd.models.ultralytics_adapter import load_ultralytics, save_ultralytics_weights
+
+    ablation, _ = _ablation(tmp_path, monkeypatch)
+    subjects = tmp_path / "subjects"
+    monkeypatch.setattr(ablation, "SUBJECTS", subjects)
+    monkeypatch.setattr(ablation, "REPO", tmp_path)
+    monkeypatch.setattr(ablation, "peer_setup", lambda args: {})
+    monkeypatch.setattr(ultralytics_adapter, "train_ultralytics", lambda *a, **k: pytest.fail("trained instead of restored"))
+    args = argparse.Namespace(dataset="bccd", epochs=30)
+    torch.manual_seed(0)
+    original = load_ultralytics("yolov8n.yaml", ["Platelets", "RBC", "WBC"], imgsz=64)
+    pt = tmp_path / "trained.pt"
+    torch.save({"model": original.model, "train_args": {}}, pt)
+    kept = save_ultralytics_weights(pt, subjects / "yolov8s_bccd_30ep.pth", trust=True)
+    entry = {"file": "subjects/yolov8s_bccd_30ep.pth", "sha256": file_sha256(kept), "label": "yolov8s@kept0001",
+             "kind": "ultralytics", "run_settings": {"model": "yolov8s.yaml", "epochs": 30, "imgsz": 320}}
+    (subjects / "subjects.json").write_text(json.dumps({"yolov8s_bccd_30ep": entry}))
+    assert ablation.peer_teacher_label(args) == "yolov8s@kept0001"  # before it is restored: rows can already match it
+
+    best = ablation.peer_teacher(args)
+    assert best == tmp_path / "work" / "bccd" / "ultralytics" / "epochs_30" / "yolov8s_teacher" / "weights" / "best.pt"
+    assert ablation.ultralytics_label(best) == ablation.peer_teacher_label(args) == "yolov8s@kept0001"
+    assert ablation.teacher_imgsz(best) == 320 and ablation._checkpoint_epochs(best) == 30  # its run's args.yaml
+    assert ablation.peer_teacher(args) == best  # restored once; the next call neither restores nor trains
+    restored = load_ultralytics(str(best), imgsz=64, trust=True)
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(restored(x), type(original)(original.model.half().float(), original.class_names, 64)(x))
+
+    best.unlink()
+    best.with_name(ablation.KEPT_LABEL).unlink()
+    kept.write_bytes(kept.read_bytes() + b"x")  # a kept file changed after it was recorded
+    with pytest.raises(SystemExit, match="SHA-256 is not the one"):
+        ablation.peer_teacher(args)

@@ -15,7 +15,13 @@ import torch
 
 from detkd.models.detector import DecodeConfig
 from detkd.models.factory import build_model
-from detkd.models.ultralytics_adapter import UltralyticsDetector, load_ultralytics
+from detkd.errors import CheckpointError
+from detkd.models.ultralytics_adapter import (
+    UltralyticsDetector,
+    load_ultralytics,
+    restore_ultralytics_checkpoint,
+    save_ultralytics_weights,
+)
 
 CLASSES = ["cat", "dog", "person"]
 IMGSZ = 64
@@ -190,3 +196,30 @@ def test_import_is_lazy_and_nothing_is_written_to_the_home_config(tmp_path: Path
     assert not (tmp_path / ".config").exists()
     settings = tmp_path / "cache" / "detkd" / "ultralytics" / "Ultralytics" / "settings.json"
     assert json.loads(settings.read_text())["sync"] is False
+
+
+def test_kept_weights_load_without_unpickling_code_and_restore_the_same_model(
+    yolov8n: UltralyticsDetector, checkpoint: Path, tmp_path: Path
+) -> None:
+    kept = save_ultralytics_weights(checkpoint, tmp_path / "kept.pth", trust=True)
+    record = torch.load(kept, weights_only=True)  # plain data: no class is unpickled
+    assert record["format"] == "detkd.ultralytics_weights/1" and record["names"] == CLASSES
+    assert all(v.dtype != torch.float32 for v in record["state_dict"].values())  # fp16 like ultralytics' own .pt
+    restored = restore_ultralytics_checkpoint(kept, tmp_path / "run" / "weights" / "best.pt")
+    loaded = load_ultralytics(str(restored), imgsz=IMGSZ, trust=True)
+    assert loaded.class_names == CLASSES
+    x = _images(1)
+    half = load_ultralytics(str(checkpoint), imgsz=IMGSZ, trust=True)  # the original, through ultralytics' loader
+    reference = half.model.half().float()  # the kept tensors are fp16: compare with the fp16-rounded original
+    torch.testing.assert_close(loaded(x), UltralyticsDetector(reference, CLASSES, IMGSZ)(x))
+
+
+def test_kept_weights_need_trust_for_the_pt_and_refuse_other_files(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(PermissionError, match="trust=True"):
+        save_ultralytics_weights(checkpoint, tmp_path / "kept.pth")
+    assert not (tmp_path / "kept.pth").exists()
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="other.pth: not a kept ultralytics weights file"):
+        restore_ultralytics_checkpoint(other, tmp_path / "best.pt")
+    assert not (tmp_path / "best.pt").exists()

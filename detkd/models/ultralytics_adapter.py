@@ -42,6 +42,8 @@ __all__ = [
     "build_ultralytics",
     "load_ultralytics",
     "model_yaml_problem",
+    "restore_ultralytics_checkpoint",
+    "save_ultralytics_weights",
     "train_ultralytics",
 ]
 
@@ -283,6 +285,87 @@ def load_ultralytics(
     else:
         raise ValueError(f"expected an ultralytics model .yaml or .pt, got {path_or_yaml!r}")
     return UltralyticsDetector(model, names, imgsz, branch)
+
+
+WEIGHTS_FORMAT = "detkd.ultralytics_weights/1"
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` when it is made of plain data (what ``torch.load(weights_only=True)`` accepts), else None."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return items if all(i is not None or v is None for i, v in zip(items, value)) else None
+    if isinstance(value, Mapping):
+        items = {str(k): _plain(v) for k, v in value.items()}
+        return items if all(items[str(k)] is not None or v is None for k, v in value.items()) else None
+    return None
+
+
+def save_ultralytics_weights(checkpoint: str | Path, out: str | Path, trust: bool = False) -> Path:
+    """Keep a trained ultralytics ``.pt`` as data only: its model yaml, class names, fp16 ``state_dict`` and
+    training arguments in a file ``torch.load(weights_only=True)`` reads (no pickled classes, so no code runs
+    when it is loaded). :func:`restore_ultralytics_checkpoint` turns it back into a ``.pt`` ultralytics reads.
+
+    Args:
+        checkpoint: an ultralytics ``.pt`` (a pickle: loaded only with ``trust=True``).
+        out: where to write the weights file (atomically).
+
+    Raises:
+        CheckpointError: as :func:`load_ultralytics` for ``checkpoint``; a model built from something other
+            than a yaml description (no ``yaml`` dict).
+    """
+    path = Path(checkpoint)
+    model = _load_checkpoint(path, trust)
+    spec = _plain(getattr(model, "yaml", None))
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{path}: its model records no yaml description, so it could not be built again")
+    names = _checkpoint_names(model, None, path)
+    args = {k: v for k, v in dict(getattr(model, "args", None) or {}).items() if _plain(v) is not None or v is None}
+    record = {"format": WEIGHTS_FORMAT, "yaml": spec, "names": names, "train_args": _plain(args),
+              "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}
+    from detkd.fileio import atomic_write
+
+    return atomic_write(out, lambda f: torch.save(record, f))
+
+
+def restore_ultralytics_checkpoint(weights: str | Path, out: str | Path) -> Path:
+    """Write the ``.pt`` that ultralytics (``YOLO(...)``, ``distill_model=``) and :func:`load_ultralytics` read,
+    from a file of :func:`save_ultralytics_weights`: the model is built from its yaml and loaded strictly with
+    the kept tensors (read with ``weights_only=True``). The same weights as the original checkpoint; the file's
+    bytes differ (ultralytics' checkpoint metadata is not kept).
+
+    Raises:
+        CheckpointError: ``weights`` is not such a file, or its tensors do not fit its yaml.
+    """
+    path = Path(weights)
+    check_torch_file(path)
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (torch raises several types for foreign pickles)
+        raise CheckpointError(f"{path}: not a file torch.load(weights_only=True) accepts ({_one_line(exc)})") from exc
+    if not isinstance(record, Mapping) or record.get("format") != WEIGHTS_FORMAT:
+        raise CheckpointError(f"{path}: not a kept ultralytics weights file (format {WEIGHTS_FORMAT})")
+    _ultralytics_ready()
+    from ultralytics.nn.tasks import DetectionModel
+
+    names = list(record["names"])
+    model = DetectionModel(dict(record["yaml"]), nc=len(names), verbose=False)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its tensors do not fit its model yaml ({_one_line(exc)})") from exc
+    model.names = dict(enumerate(names))
+    model.args = dict(record.get("train_args") or {})
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    checkpoint = {"model": model.half().eval(), "ema": None, "epoch": -1, "train_args": model.args,
+                  "source": f"restored by detkd from {path.name}"}
+    from detkd.fileio import atomic_write
+
+    return atomic_write(out, lambda f: torch.save(checkpoint, f))
 
 
 @register_model("ultralytics")
