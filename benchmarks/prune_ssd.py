@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info, validation_curve
@@ -156,6 +157,7 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
     report = json.loads((work / "report.json").read_text())
     plan = json.loads((work / "plan.json").read_text())
     removed = sum(len(layer["removed"]) for layer in plan["layers"]) / sum(layer["channels"] for layer in plan["layers"])
+    by_layer = removed_by_layer(plan)
     rows = []
     for row in report["rows"]:
         row = {k: v for k, v in row.items() if k not in ("onnx_outputs",)}
@@ -169,7 +171,7 @@ def prune_row(method: str, ratio: float | None, subject: str, args: argparse.Nam
             seed = f"_s{args.seed}" if args.seed else ""
             row.update(name=f"bccd_{tag}{method}_{ratio if ratio is not None else 'auto'}_{'retrained' if row['retrained'] else 'pruned'}{budget}{seed}",
                        seed=args.seed,
-                       ratio=round(removed, 3), requested_ratio=ratio,
+                       ratio=round(removed, 3), requested_ratio=ratio, removed_by_layer=by_layer,
                        epochs=args.retrain_epochs if row["retrained"] else 0, retrain_lr=args.retrain_lr if row["retrained"] else None,
                        sparsity_epochs=args.sparsity_epochs if method == "singh" else 0, sparsity_weight=penalty,
                        sparsity_curve=sparsity_curve(work / "sparsity") if method == "singh" else None,
@@ -258,6 +260,10 @@ def main() -> int:
     for row in [r for r in results.rows if r.get("retrained") and not r.get("val_curve") and r.get("work_dir")]:
         if (REPO / row["work_dir"] / "retrain").is_dir():  # rows made before their curve was kept, work folder still here
             results.add({**row, "val_curve": validation_curve(REPO / row["work_dir"] / "retrain")}, key=("name", "dataset"))
+    for row in [r for r in results.rows if r["method"] != "unpruned" and "removed_by_layer" not in r and r.get("work_dir")]:
+        if (REPO / row["work_dir"] / "plan.json").is_file():  # rows made before it was recorded, work folder still here
+            plan = json.loads((REPO / row["work_dir"] / "plan.json").read_text())
+            results.add({**row, "removed_by_layer": removed_by_layer(plan)}, key=("name", "dataset"))
     if "ssd300" in args.only and (args.retime or not results.has(dataset="voc_shape_random_weights")):
         for row in ssd300_rows(args):
             results.add({**row, "command": command}, key=("name", "dataset"))
@@ -328,6 +334,13 @@ def seeds_summary(rows: list[dict]) -> str:
                                      "mAP50_loss", "AP_loss", "param_ratio", "speedup", "targets_met"]))
 
 
+def removed_by_layer(plan: dict[str, Any]) -> dict[str, list[int]]:
+    """Where a plan's removed filters sit: ``{layer: [removed, channels]}`` for each conv that loses any, its name
+    shortened to the layer's own (``conv4_3``, ``fc6``), in network order."""
+    return {layer["name"].split(".")[-2]: [len(layer["removed"]), layer["channels"]]
+            for layer in plan["layers"] if layer["removed"]}
+
+
 def write_report(results: ResultsFile) -> None:
     m = results.data["machine"]
     bccd = with_losses([r for r in results.rows if r["dataset"] == "bccd"])
@@ -351,6 +364,12 @@ def write_report(results: ResultsFile) -> None:
         text += ("\n**Retraining curves** (val mAP50 at each validation of the retraining: has it stopped improving?).\n\n"
                  + markdown_table([dict(r, curve=", ".join(f"{v:.3f} (ep {e})" for e, v in r["val_curve"])) for r in retrains],
                                   ["subject", "variant", "method", "ratio", "epochs", "retrain_lr", "curve"]))
+    placed = [r for r in bccd if r.get("removed_by_layer") and r["retrained"]]
+    if placed:
+        text += ("\n**Where the removed filters sit** (removed / filters of each conv that loses any, in network order; "
+                 "the first convs, at full and half resolution, hold most of the FLOPs).\n\n"
+                 + markdown_table([dict(r, layers=", ".join(f"{k} {n}/{c}" for k, (n, c) in r["removed_by_layer"].items()))
+                                   for r in placed], ["subject", "variant", "method", "ratio", "seed", "flop_ratio", "layers"]))
     for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
         data = row["sweep"]
         rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]

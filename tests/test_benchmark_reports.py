@@ -242,6 +242,23 @@ def test_prune_report_shows_each_retraining_curve(prune_ssd, tmp_path, monkeypat
     assert "- w0.5 distill l1 0.65 (10 ep, lr 0.002): " in text
 
 
+def test_prune_rows_say_where_the_removed_filters_sit(prune_ssd, tmp_path, monkeypatch):
+    from detkd.engine.results import ResultsFile
+
+    plan = {"layers": [{"name": "backbone.features.conv1_1.0", "channels": 32, "removed": []},
+                       {"name": "backbone.features.conv4_3.0", "channels": 256, "removed": list(range(200))},
+                       {"name": "backbone.extra.0.fc6.0", "channels": 512, "removed": [3, 9]}]}
+    assert prune_ssd.removed_by_layer(plan) == {"conv4_3": [200, 256], "fc6": [2, 512]}  # untouched convs left out
+    monkeypatch.setattr(prune_ssd, "RESULTS", tmp_path)
+    monkeypatch.setattr(prune_ssd, "plot_map_vs_fps", lambda *a, **k: None)
+    results = ResultsFile(tmp_path / "prune_ssd.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
+    for row in [_row("w0.5", "unpruned", 0.85, 0.50, retrained=False),
+                {**_row("w0.5", "singh", 0.84, 0.49), "removed_by_layer": prune_ssd.removed_by_layer(plan), "flop_ratio": 1.5}]:
+        results.add({"name": row["method"], **row, "dataset": "bccd", "imgsz": 320, "params": 1, "flops": 1, "onnx_latency_ms": 1.0})
+    prune_ssd.write_report(results)
+    assert "| w0.5 | distill | singh | 0.650 | - | 1.500 | conv4_3 200/256, fc6 2/512 |" in (tmp_path / "prune_ssd.md").read_text()
+
+
 def test_per_class_diagnostic_measures_boxes_on_each_input_size():
     import numpy as np
 
