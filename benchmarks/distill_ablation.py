@@ -323,13 +323,20 @@ def refuse_new_default_teacher(results: ResultsFile, label: str, args: argparse.
 
 
 def ultralytics_label(ckpt: str | Path) -> str:
-    """An ultralytics checkpoint's label: the model its trainer recorded and which file (``yolov8s@1a2b3c4d``);
-    for a ``.pt`` restored from a kept subject, the kept file's label (recorded beside it, ``kept.json``)."""
+    """An ultralytics checkpoint's label: the model its trainer recorded and which file (``yolov8s@1a2b3c4d``).
+    A kept model has one label wherever it is read from: a ``.pt`` restored from a kept subject (recorded beside
+    it, ``kept.json``) and the trained file it was kept from (its hash is the entry's ``source_sha256``) both get
+    the kept file's label."""
     kept = Path(ckpt).with_name(KEPT_LABEL)
     if kept.is_file():
         return str(json.loads(kept.read_text())["label"])
+    digest = file_sha256(ckpt)
+    index = SUBJECTS / "subjects.json"
+    for entry in (json.loads(index.read_text()).values() if index.is_file() else []):
+        if entry.get("kind") == "ultralytics" and entry.get("source_sha256") == digest:
+            return str(entry["label"])
     model = Path(str(ultralytics_run_args(ckpt).get("model", "ultralytics"))).stem
-    return f"{model}@{file_sha256(ckpt)[:8]}"
+    return f"{model}@{digest[:8]}"
 
 
 def peer_work(args: argparse.Namespace) -> Path:

@@ -17,7 +17,7 @@ An ultralytics ``.pt`` (a pickle: ``--trust`` says you trust it, e.g. a run this
 as data only (:func:`detkd.models.ultralytics_adapter.save_ultralytics_weights`: yaml, class names, fp16 tensors,
 training arguments; read with ``weights_only=True``), labelled ``<model>@<hash of the kept file>`` and recorded with
 ``kind: ultralytics`` and its run's ``args.yaml``; ``benchmarks/distill_ablation.py`` restores the peers' YOLOv8s
-from it instead of training one again.
+from it instead of training one again, and names rows from it, or from the trained file it was kept from, by that label.
 """
 
 from __future__ import annotations

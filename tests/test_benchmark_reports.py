@@ -413,6 +413,9 @@ def test_a_kept_yolov8s_is_restored_with_its_kept_label_and_never_trained_again(
     assert ablation.ultralytics_label(best) == ablation.peer_teacher_label(args) == "yolov8s@kept0001"
     assert ablation.teacher_imgsz(best) == 320 and ablation._checkpoint_epochs(best) == 30  # its run's args.yaml
     assert ablation.peer_teacher(args) == best  # restored once; the next call neither restores nor trains
+    entry["source_sha256"] = file_sha256(pt)
+    (subjects / "subjects.json").write_text(json.dumps({"yolov8s_bccd_30ep": entry}))
+    assert ablation.ultralytics_label(pt) == "yolov8s@kept0001"  # the trained file it was kept from: the same label
     restored = load_ultralytics(str(best), imgsz=64, trust=True)
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(restored(x), type(original)(original.model.half().float(), original.class_names, 64)(x))
