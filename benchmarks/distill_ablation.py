@@ -38,7 +38,7 @@ rows at another input size while the teacher keeps its own (the input-size exper
 each distilled row is compared with the labels-only row of its own size). ``--ultralytics-teacher`` distills from
 the peers' YOLOv8s (the cross-family rows: ultralytics' own trainer, seed 0, the same epochs, 320 px, the same split;
 detkd reads its candidates through the one generic adapter; rows ``from_yolov8s@<hash>``, its teacher row evaluated
-like a peer; ``ultralytics_kd`` rows record the same label, and rows from a YOLOv8s trained again are refused, not mixed); ``--teacher-ckpt`` also takes any ultralytics ``.pt`` with ``--trust-teacher``. ``--kd-options`` adds cfg-options to
+like a peer; ``ultralytics_kd`` rows record the same label, and rows from a YOLOv8s trained again are refused, not mixed; the YOLOv8s it trains is kept as data in ``benchmarks/subjects/yolov8s_<dataset>_<epochs>ep.pth`` and restored from there on a machine that lacks it); ``--teacher-ckpt`` also takes any ultralytics ``.pt`` with ``--trust-teacher``. ``--kd-options`` adds cfg-options to
 the distilled rows only (the loss-balance experiments, e.g. ``distill.lambda_d=0.25``: rows keep ``kd_options``,
 folders and names end in ``_lambda_d0.25``, and each option set gets its own line of targets). Resumable: every training resumes
 from its last checkpoint, and rows already in the results file (same method, seed, epochs, teacher route,
@@ -425,7 +425,25 @@ def peer_teacher(args: argparse.Namespace) -> Path:
         return best
     if kept and not best.is_file() and not (best.parent / "last.pt").is_file():
         return restore_peer_teacher(kept, best)
-    return train_ultralytics("yolov8s.yaml", name=PEER_TEACHER_RUN, **setup)
+    best = train_ultralytics("yolov8s.yaml", name=PEER_TEACHER_RUN, **setup)
+    if kept is None and best.is_file():  # trained here: keep it in the repository before any row is named from it
+        keep_peer_teacher(best, args)
+    return best
+
+
+def keep_peer_teacher(best: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Keep a YOLOv8s trained here as ``benchmarks/subjects/yolov8s_<dataset>_<epochs>ep.pth`` (benchmarks/keep_subject.py:
+    data only; the benchmark made the ``.pt``, so it is trusted), so that it outlives this machine; commit the file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("keep_subject", Path(__file__).with_name("keep_subject.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entry = module.keep(best, f"yolov8s_{args.dataset}_{args.epochs}ep", trust=True, subjects=SUBJECTS,
+                        trained_by=f"python benchmarks/distill_ablation.py --dataset {args.dataset} --epochs {args.epochs} "
+                                   "--ultralytics-teacher --only teacher (train_ultralytics yolov8s.yaml, seed 0, 320 px, batch 16)")
+    print(f"{best}: kept as {entry['file']} ({entry['label']}); commit it", flush=True)
+    return entry
 
 
 def train_peer(method: str, seed: int, args: argparse.Namespace) -> tuple[Path, Path]:

@@ -60,38 +60,51 @@ def ultralytics_run_settings(checkpoint: Path) -> dict | None:
     return yaml.safe_load(record.read_text()) if record.is_file() else None
 
 
-def main() -> int:
-    args = parse_args()
-    target = SUBJECTS / f"{args.name}.pth"
+def keep(checkpoint: Path, name: str, trained_by: str, trust: bool = False, subjects: Path | None = None) -> dict:
+    """Write ``subjects/<name>.pth`` from ``checkpoint`` and record it in ``subjects/subjects.json``; returns the
+    entry. Raises FileExistsError when that subject exists (kept subjects are never replaced) and
+    PermissionError for an ultralytics ``.pt`` without ``trust``. ``subjects``: the folder (default
+    ``benchmarks/subjects/``)."""
+    subjects = subjects or SUBJECTS
+    target = subjects / f"{name}.pth"
     if target.exists():
-        print(f"error: {target} exists already; pick another --name (kept subjects are never replaced)", file=sys.stderr)
-        return 2
-    ultralytics = args.checkpoint.suffix == ".pt"
+        raise FileExistsError(f"{target} exists already; pick another --name (kept subjects are never replaced)")
+    ultralytics = checkpoint.suffix == ".pt"
     if ultralytics:
         from detkd.models.ultralytics_adapter import save_ultralytics_weights
 
-        if not args.trust:
-            print(f"error: {args.checkpoint} is an ultralytics .pt, a Python pickle that can run code when loaded; "
-                  "pass --trust if you trust it", file=sys.stderr)
-            return 2
-        settings = ultralytics_run_settings(args.checkpoint)
-        save_ultralytics_weights(args.checkpoint, target, trust=True)
+        if not trust:
+            raise PermissionError(f"{checkpoint} is an ultralytics .pt, a Python pickle that can run code when loaded; "
+                                  "pass --trust if you trust it")
+        settings = ultralytics_run_settings(checkpoint)
+        save_ultralytics_weights(checkpoint, target, trust=True)
         model = Path(str((settings or {}).get("model", "ultralytics"))).stem
         label = f"{model}@{file_sha256(target)[:8]}"
     else:
-        save_detector(load_detector(args.checkpoint), target)
-        settings, label = run_settings(args.checkpoint), checkpoint_model_label(target, file_hash=True)
-    index = SUBJECTS / "subjects.json"
-    subjects = json.loads(index.read_text()) if index.is_file() else {}
-    subjects[args.name] = {
-        "file": str(target.relative_to(REPO)), "sha256": file_sha256(target), "label": label,
-        "kind": "ultralytics" if ultralytics else "detkd",
-        "source": str(args.checkpoint), "source_sha256": file_sha256(args.checkpoint),
-        "trained_by": args.trained_by, "run_settings": settings,
+        save_detector(load_detector(checkpoint), target)
+        settings, label = run_settings(checkpoint), checkpoint_model_label(target, file_hash=True)
+    index = subjects / "subjects.json"
+    entries = json.loads(index.read_text()) if index.is_file() else {}
+    entries[name] = {
+        "file": str(target.relative_to(REPO)) if target.is_relative_to(REPO) else str(target), "sha256": file_sha256(target),
+        "label": label, "kind": "ultralytics" if ultralytics else "detkd",
+        "source": str(checkpoint), "source_sha256": file_sha256(checkpoint),
+        "trained_by": trained_by, "run_settings": settings,
         "kept": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(index, subjects)
-    print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB): {subjects[args.name]['label']}")
+    atomic_write_json(index, entries)
+    return entries[name]
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        entry = keep(args.checkpoint, args.name, args.trained_by, args.trust)
+    except (FileExistsError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    target = REPO / entry["file"]
+    print(f"{target} ({target.stat().st_size / 2**20:.1f} MiB): {entry['label']}")
     return 0
 
 

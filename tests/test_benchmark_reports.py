@@ -425,3 +425,33 @@ def test_a_kept_yolov8s_is_restored_with_its_kept_label_and_never_trained_again(
     kept.write_bytes(kept.read_bytes() + b"x")  # a kept file changed after it was recorded
     with pytest.raises(SystemExit, match="SHA-256 is not the one"):
         ablation.peer_teacher(args)
+
+
+def test_a_yolov8s_trained_here_is_kept_before_any_row_is_named_from_it(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    import torch
+
+    from detkd.models import ultralytics_adapter
+    from detkd.models.ultralytics_adapter import load_ultralytics
+
+    ablation, _ = _ablation(tmp_path, monkeypatch)
+    monkeypatch.setattr(ablation, "SUBJECTS", tmp_path / "subjects")
+    monkeypatch.setattr(ablation, "peer_setup", lambda args: {})
+    args = argparse.Namespace(dataset="bccd", epochs=30)
+    best = ablation.peer_teacher_file(args)
+
+    def train(model, name, **kwargs):  # what ultralytics' trainer leaves: weights/best.pt and args.yaml
+        torch.manual_seed(0)
+        best.parent.mkdir(parents=True)
+        torch.save({"model": load_ultralytics("yolov8n.yaml", ["a", "b", "c"], imgsz=64).model, "train_args": {}}, best)
+        (best.parent.parent / "args.yaml").write_text("model: yolov8s.yaml\nepochs: 30\nimgsz: 320\n")
+        return best
+
+    monkeypatch.setattr(ultralytics_adapter, "train_ultralytics", train)
+    assert ablation.peer_teacher(args) == best
+    entry = json.loads((tmp_path / "subjects" / "subjects.json").read_text())["yolov8s_bccd_30ep"]
+    assert entry["kind"] == "ultralytics" and entry["run_settings"]["epochs"] == 30
+    assert entry["label"].startswith("yolov8s@") and ablation.ultralytics_label(best) == entry["label"]
+    assert ablation.peer_teacher_label(args) == entry["label"]
