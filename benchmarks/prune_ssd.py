@@ -367,7 +367,7 @@ def write_report(results: ResultsFile) -> None:
     placed = [r for r in bccd if r.get("removed_by_layer") and r["retrained"]]
     if placed:
         text += ("\n**Where the removed filters sit** (removed / filters of each conv that loses any, in network order; "
-                 "the first convs, at full and half resolution, hold most of the FLOPs).\n\n"
+                 "convs not listed lose none).\n\n"
                  + markdown_table([dict(r, layers=", ".join(f"{k} {n}/{c}" for k, (n, c) in r["removed_by_layer"].items()))
                                    for r in placed], ["subject", "variant", "method", "ratio", "seed", "flop_ratio", "layers"]))
     for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
