@@ -133,6 +133,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--retime", action="store_true",
                         help="only re-measure the latency of every row already in the results file, in one quiet phase")
     parser.add_argument("--only", nargs="+", choices=METHODS + PEERS, help="run only these rows (default: the detkd rows)")
+    parser.add_argument("--retire-teacher", metavar="LABEL",
+                        help="only move the current rows of --dataset taught by (or evaluating) the teacher LABEL, a file "
+                        "no machine has any more (e.g. yolov8s@529ac1ec), to a series of their own, so that rows from "
+                        "its replacement can start; their numbers stay, in the report's earlier-series tables")
     return parser.parse_args()
 
 
@@ -393,7 +397,8 @@ def refuse_mixed_peer_teachers(results: ResultsFile, peer_label: str | None, arg
     if others:
         raise SystemExit(f"{RESULTS / 'distill_ablation.json'} holds ultralytics_kd rows distilled from {', '.join(sorted(others))}, "
                          f"not from the YOLOv8s in {peer_work(args)} ({peer_label}); its rows at other seeds would mix "
-                         "teachers. Bring that file back, or move the old rows to a series of their own.")
+                         "teachers. Bring that file back, or move its rows to a series of their own "
+                         f"(--retire-teacher {' / '.join(sorted(others))}).")
 
 
 def peer_setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -493,12 +498,27 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms", flush=True)
 
 
+def retire_teacher(results: ResultsFile, label: str, dataset: str) -> int:
+    """Move the current-protocol rows of ``dataset`` whose ``teacher_model`` is ``label`` (its teacher row, the rows
+    distilled from it, ``ultralytics_kd`` rows) to the series ``taught by <label> (file lost)``; returns how many."""
+    moved = results.update(lambda r: r["dataset"] == dataset and r.get("series") is None and r.get("teacher_model") == label,
+                           series=f"taught by {label} (file lost)")
+    if not moved:
+        raise SystemExit(f"{RESULTS / 'distill_ablation.json'}: no current {dataset} rows name the teacher {label}")
+    print(f"{moved} rows taught by {label} moved to a series of their own", flush=True)
+    return moved
+
+
 def main() -> int:
     args = parse_args()
     command = "python benchmarks/distill_ablation.py " + " ".join(sys.argv[1:])
     results = ResultsFile(RESULTS / "distill_ablation.json", machine_info(args.threads), command.strip())
     if args.retime:
         retime(results, args)
+        write_report(results)
+        return 0
+    if args.retire_teacher:
+        retire_teacher(results, args.retire_teacher, args.dataset)
         write_report(results)
         return 0
     wanted = args.only or METHODS

@@ -379,6 +379,11 @@ def test_peer_rows_record_which_yolov8s_taught_them_and_never_mix_two(tmp_path, 
     with pytest.raises(SystemExit, match=f"holds ultralytics_kd rows distilled from {label}, not from the YOLOv8s"):
         ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", args)  # lost, to be trained again
     ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", argparse.Namespace(dataset="bccd", epochs=50))
+    assert ablation.retire_teacher(results, label, "bccd") == 1  # the file is lost: its rows move to a series of their own
+    ablation.refuse_mixed_peer_teachers(results, "yolov8s@untrained", args)  # now its replacement may start
+    assert sorted(r.get("series") for r in results.rows) == ["earlier", f"taught by {label} (file lost)"]
+    with pytest.raises(SystemExit, match="no current bccd rows name the teacher"):
+        ablation.retire_teacher(results, label, "bccd")
 
 
 def test_a_kept_yolov8s_is_restored_with_its_kept_label_and_never_trained_again(tmp_path, monkeypatch):

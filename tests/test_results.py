@@ -29,6 +29,17 @@ def test_rows_survive_a_restart_and_replace_by_key(tmp_path):
     assert [(r["name"], r["mAP50"]) for r in data["rows"]] == [("student", 0.7), ("teacher", 0.81)]
 
 
+def test_update_changes_the_matching_rows_in_place_and_saves(tmp_path):
+    path = tmp_path / "bench.json"
+    results = ResultsFile(path, {"cpu": "x"}, "cmd")
+    for name, score in (("a", 0.5), ("b", 0.6), ("c", 0.7)):
+        results.add(_row(name, score, 9.0))
+    assert results.update(lambda r: r["mAP50"] > 0.55, series="earlier") == 2
+    assert results.update(lambda r: r["name"] == "none", series="x") == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["name"], r.get("series")) for r in rows] == [("a", None), ("b", "earlier"), ("c", "earlier")]
+
+
 def test_two_writers_keep_each_others_rows(tmp_path):
     path = tmp_path / "bench.json"
     a = ResultsFile(path, {"cpu": "x", "threads": 2}, "python bench.py --dataset a")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,18 @@ class ResultsFile:
             self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
         self.data["rows"] = [r for r in self.rows if any(r.get(k) != row.get(k) for k in key)] + [row]
         atomic_write_json(self.path, self.data)
+
+    def update(self, match: Callable[[dict[str, Any]], bool], **values: Any) -> int:
+        """Set ``values`` on every row that ``match`` accepts, in place (rows re-read first, saved atomically);
+        returns how many rows changed. E.g. move rows to a ``series`` of their own."""
+        if self.path.is_file():
+            self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
+        chosen = [row for row in self.rows if match(row)]
+        for row in chosen:
+            row.update(values)
+        if chosen:
+            atomic_write_json(self.path, self.data)
+        return len(chosen)
 
 
 def _fmt(value: Any) -> str:
