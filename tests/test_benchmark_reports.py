@@ -94,6 +94,7 @@ def _ablation(tmp_path, monkeypatch):
     ablation = _script("distill_ablation")
     monkeypatch.setattr(ablation, "RESULTS", tmp_path)
     monkeypatch.setattr(ablation, "WORK", tmp_path / "work")
+    monkeypatch.setattr(ablation, "SUBJECTS", tmp_path / "subjects")  # not the repository's kept models
     return ablation, ResultsFile(tmp_path / "distill_ablation.json", {"cpu": "x", "threads": 2, "torch": "t", "onnxruntime": "o"}, "cmd")
 
 
@@ -398,7 +399,6 @@ def test_a_kept_yolov8s_is_restored_with_its_kept_label_and_never_trained_again(
 
     ablation, _ = _ablation(tmp_path, monkeypatch)
     subjects = tmp_path / "subjects"
-    monkeypatch.setattr(ablation, "SUBJECTS", subjects)
     monkeypatch.setattr(ablation, "REPO", tmp_path)
     monkeypatch.setattr(ablation, "peer_setup", lambda args: {})
     monkeypatch.setattr(ultralytics_adapter, "train_ultralytics", lambda *a, **k: pytest.fail("trained instead of restored"))
@@ -442,7 +442,6 @@ def test_a_yolov8s_trained_here_is_kept_before_any_row_is_named_from_it(tmp_path
     from detkd.models.ultralytics_adapter import load_ultralytics
 
     ablation, _ = _ablation(tmp_path, monkeypatch)
-    monkeypatch.setattr(ablation, "SUBJECTS", tmp_path / "subjects")
     monkeypatch.setattr(ablation, "peer_setup", lambda args: {})
     args = argparse.Namespace(dataset="bccd", epochs=30)
     best = ablation.peer_teacher_file(args)
