@@ -67,6 +67,7 @@ from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.fileio import atomic_write_json, atomic_write_text, file_sha256
 from detkd.models.factory import model_label
+from detkd.models.ultralytics_adapter import ultralytics_run_args
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
 
@@ -186,15 +187,6 @@ def teacher_label(args: argparse.Namespace, default: bool = False) -> str:
 def is_ultralytics_file(path: str | Path | None) -> bool:
     """An ultralytics checkpoint (``.pt``: a pickle, loaded only with --trust-teacher or when the run made it)."""
     return path is not None and Path(path).suffix == ".pt"
-
-
-def ultralytics_run_args(ckpt: str | Path) -> dict[str, Any]:
-    """The ``args.yaml`` ultralytics' trainer writes beside ``weights/`` (plain YAML: model, imgsz, epochs, ...);
-    {} when there is none."""
-    import yaml
-
-    path = Path(ckpt).parent.parent / "args.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def teacher_imgsz(teacher: Path) -> int:
@@ -335,8 +327,7 @@ def ultralytics_label(ckpt: str | Path) -> str:
     if kept.is_file():
         return str(json.loads(kept.read_text())["label"])
     digest = file_sha256(ckpt)
-    index = SUBJECTS / "subjects.json"
-    for entry in (json.loads(index.read_text()).values() if index.is_file() else []):
+    for entry in kept_subjects().values():
         if entry.get("kind") == "ultralytics" and entry.get("source_sha256") == digest:
             return str(entry["label"])
     model = Path(str(ultralytics_run_args(ckpt).get("model", "ultralytics"))).stem
@@ -353,11 +344,16 @@ def peer_teacher_file(args: argparse.Namespace) -> Path:
     return peer_work(args) / PEER_TEACHER_RUN / "weights" / "best.pt"
 
 
+def kept_subjects() -> dict[str, dict[str, Any]]:
+    """The index of the models kept in the repository (``benchmarks/subjects/subjects.json``), by name; {} without one."""
+    index = SUBJECTS / "subjects.json"
+    return json.loads(index.read_text()) if index.is_file() else {}
+
+
 def kept_peer_teacher(args: argparse.Namespace) -> dict[str, Any] | None:
     """The peers' YOLOv8s kept in the repository (``benchmarks/subjects/yolov8s_<dataset>_<epochs>ep.pth``, by
     benchmarks/keep_subject.py --trust), as its ``subjects.json`` entry; None when there is none."""
-    index = SUBJECTS / "subjects.json"
-    entry = json.loads(index.read_text()).get(f"yolov8s_{args.dataset}_{args.epochs}ep") if index.is_file() else None
+    entry = kept_subjects().get(f"yolov8s_{args.dataset}_{args.epochs}ep")
     return entry if entry and entry.get("kind") == "ultralytics" else None
 
 

@@ -52,14 +52,6 @@ def run_settings(checkpoint: Path) -> dict | None:
     return json.loads(record.read_text()).get("params") if record.is_file() else None
 
 
-def ultralytics_run_settings(checkpoint: Path) -> dict | None:
-    """The ``args.yaml`` ultralytics' trainer wrote beside ``weights/`` (model, imgsz, epochs, seed, ...), if any."""
-    import yaml
-
-    record = checkpoint.parent.parent / "args.yaml"
-    return yaml.safe_load(record.read_text()) if record.is_file() else None
-
-
 def keep(checkpoint: Path, name: str, trained_by: str, trust: bool = False, subjects: Path | None = None) -> dict:
     """Write ``subjects/<name>.pth`` from ``checkpoint`` and record it in ``subjects/subjects.json``; returns the
     entry. Raises FileExistsError when that subject exists (kept subjects are never replaced) and
@@ -71,12 +63,12 @@ def keep(checkpoint: Path, name: str, trained_by: str, trust: bool = False, subj
         raise FileExistsError(f"{target} exists already; pick another --name (kept subjects are never replaced)")
     ultralytics = checkpoint.suffix == ".pt"
     if ultralytics:
-        from detkd.models.ultralytics_adapter import save_ultralytics_weights
+        from detkd.models.ultralytics_adapter import save_ultralytics_weights, ultralytics_run_args
 
         if not trust:
             raise PermissionError(f"{checkpoint} is an ultralytics .pt, a Python pickle that can run code when loaded; "
                                   "pass --trust if you trust it")
-        settings = ultralytics_run_settings(checkpoint)
+        settings = ultralytics_run_args(checkpoint) or None  # None: no args.yaml beside weights/
         save_ultralytics_weights(checkpoint, target, trust=True)
         model = Path(str((settings or {}).get("model", "ultralytics"))).stem
         label = f"{model}@{file_sha256(target)[:8]}"

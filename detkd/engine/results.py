@@ -52,16 +52,19 @@ class ResultsFile:
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise ValueError(f"result row {row.get('name')!r} lacks {missing}")
-        if self.path.is_file():
-            self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
+        self._reload()
         self.data["rows"] = [r for r in self.rows if any(r.get(k) != row.get(k) for k in key)] + [row]
         atomic_write_json(self.path, self.data)
+
+    def _reload(self) -> None:
+        """Take the rows from the file again (another process may have added some since)."""
+        if self.path.is_file():
+            self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
 
     def update(self, match: Callable[[dict[str, Any]], bool], **values: Any) -> int:
         """Set ``values`` on every row that ``match`` accepts, in place (rows re-read first, saved atomically);
         returns how many rows changed. E.g. move rows to a ``series`` of their own."""
-        if self.path.is_file():
-            self.data["rows"] = json.loads(self.path.read_text()).get("rows", [])
+        self._reload()
         chosen = [row for row in self.rows if match(row)]
         for row in chosen:
             row.update(values)

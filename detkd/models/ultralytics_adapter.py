@@ -45,6 +45,7 @@ __all__ = [
     "restore_ultralytics_checkpoint",
     "save_ultralytics_weights",
     "train_ultralytics",
+    "ultralytics_run_args",
 ]
 
 Branch = Literal["auto", "one2many", "one2one"]
@@ -323,8 +324,9 @@ def save_ultralytics_weights(checkpoint: str | Path, out: str | Path, trust: boo
     if not isinstance(spec, dict):
         raise CheckpointError(f"{path}: its model records no yaml description, so it could not be built again")
     names = _checkpoint_names(model, None, path)
-    args = {k: v for k, v in dict(getattr(model, "args", None) or {}).items() if _plain(v) is not None or v is None}
-    record = {"format": WEIGHTS_FORMAT, "yaml": spec, "names": names, "train_args": _plain(args),
+    args = {str(k): plain for k, v in dict(getattr(model, "args", None) or {}).items()
+            if (plain := _plain(v)) is not None or v is None}  # arguments that are not plain data are left out
+    record = {"format": WEIGHTS_FORMAT, "yaml": spec, "names": names, "train_args": args,
               "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}
     from detkd.fileio import atomic_write
 
@@ -374,6 +376,15 @@ def build_ultralytics(
 ) -> UltralyticsDetector:
     """Registry entry: ``build_model("ultralytics", model="yolov8n.yaml", class_names=[...], imgsz=640)``."""
     return load_ultralytics(model, class_names, imgsz, trust, branch)
+
+
+def ultralytics_run_args(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``args.yaml`` ultralytics' trainer writes beside a run's ``weights/`` folder (plain YAML: model, imgsz,
+    epochs, seed, ...), for ``checkpoint`` = ``<run>/weights/<name>.pt``; {} when there is none."""
+    import yaml
+
+    path = Path(checkpoint).parent.parent / "args.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def _finished_epochs(run_dir: Path) -> int:
