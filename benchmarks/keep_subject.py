@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import detkd  # noqa: F401  (offline environment first)
+from detkd.errors import CheckpointError
 from detkd.engine.checkpoint import checkpoint_model_label, load_detector, save_detector
 from detkd.fileio import atomic_write_json, file_sha256
 
@@ -92,7 +93,7 @@ def main() -> int:
     args = parse_args()
     try:
         entry = keep(args.checkpoint, args.name, args.trained_by, args.trust)
-    except (FileExistsError, PermissionError) as exc:
+    except (FileExistsError, PermissionError, CheckpointError) as exc:  # one line naming the file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = REPO / entry["file"]
