@@ -3,7 +3,7 @@
 
     python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
         [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
-        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox] [--seed 0] [--threads 2]
+        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox|group_prox_flops] [--seed 0] [--threads 2]
 
 Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
 dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
@@ -23,7 +23,8 @@ is too slow for a 2-core CPU).
 ``rounded`` (every pruned conv keeps a multiple of 8 filters), ``distill`` (+ retraining with output
 distillation from the unpruned SSD), ``group`` / ``bn_scale`` (+ Singh's sparsity stage with group-lasso
 or BatchNorm-scale penalty, its lambda matched to the L1 lambda on the subject: ``sparsity_weight``), ``group_prox``
-(the group term as a proximal step outside Adam, lambda :data:`PROXIMAL_WEIGHT`), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
+(the group term as a proximal step outside Adam, lambda :data:`PROXIMAL_WEIGHT`), ``group_prox_flops`` (the same,
+each conv's term weighted by the multiply-adds one of its filters costs: ``prune.sparsity.cost=flops``), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
 the layer latency table). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
 and ``subject`` (the checkpoint's model and width, then ``@`` and the first 8 hex digits of the file's
 SHA-256: a subject trained again is another subject, never compared with the first one's rows), so a
@@ -76,13 +77,18 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
     "bn_scale": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=bn_scale"],
     "latency": [*ROUNDED, "prune.retrain.distill=True", "prune.latency_aware=True"],
     "group_prox": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group", "prune.sparsity.proximal=True"],
+    "group_prox_flops": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group", "prune.sparsity.proximal=True",
+                         "prune.sparsity.cost=flops"],
 }
 # lambda of the proximal variants (their step is lr_t * lambda per optimizer step, outside Adam): the sparsity stage's
 # 130 steps (BCCD train, batch 16, 10 epochs) of the cosine schedule from lr 1e-3 with its 10-step warm-up sum to about
 # 0.068, so lambda 12 shrinks a filter the loss does not defend by about 0.8 in BN-folded norm, near the median filter
 # norm of the width-0.5 subject's layer set (0.89; 30 % of its filters are below 0.67):
 # roughly the weaker half can empty, the loss's own push (<= lr per step, a twelfth of the shrink) decides at the margin.
-PROXIMAL_WEIGHT = {"group_prox": 12.0}
+# group_prox_flops: the same lambda; its per-conv weights (FLOPs per filter) have mean 1 over the filters, so the
+# total shrink over the set is group_prox's, moved from the cheap low-resolution filters to the costly high-resolution
+# ones (on the width-0.5 subject at 320 px: conv1_2 x10.6, conv3_x x2.6-3.5, conv4_3 x1.2, fc6 x0.27, fc7 x0.10).
+PROXIMAL_WEIGHT = {"group_prox": 12.0, "group_prox_flops": 12.0}
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 

@@ -255,7 +255,10 @@ class SparsityOptions:
     ``group`` (each filter's L2 norm) or ``bn_scale`` (BatchNorm scales, network slimming); see
     :mod:`detkd.prune.sparsity`. ``fold_bn``: magnitudes of BN-folded weights. ``proximal``: apply the
     penalty as a proximal step of ``lr * weight`` after every optimizer step (exact zeros, outside
-    Adam's normalisation) instead of adding it to the loss."""
+    Adam's normalisation) instead of adding it to the loss. ``cost``: weight each conv's term by what
+    one of its filters costs, ``flops`` (multiply-adds it accounts for) or ``latency`` (ms saved per
+    filter in the layer latency table, ``W/latency.json``), normalised to mean 1 over the filters;
+    ``none``: one lambda for every filter (the paper's)."""
 
     epochs: int = option(10, min=1)
     weight: float = option(1e-4, min=0.0)
@@ -264,6 +267,7 @@ class SparsityOptions:
     kind: str = option("l1", choices=("l1", "group", "bn_scale"))
     growth: float = option(1.0, min=1e-6)
     proximal: bool = False
+    cost: str = option("none", choices=("none", "flops", "latency"))
 
 
 @dataclass

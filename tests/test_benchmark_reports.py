@@ -78,6 +78,8 @@ def test_proximal_variant_runs_the_group_term_as_a_proximal_step_with_its_own_la
     args = prune_ssd.argparse.Namespace(variant="group_prox", checkpoint=tmp_path / "absent.pth")
     assert prune_ssd.sparsity_weight(args) == 12.0  # the constant: no checkpoint is read for it
     assert set(prune_ssd.PROXIMAL_WEIGHT) <= set(prune_ssd.VARIANTS)
+    weighted = prune_ssd.VARIANTS["group_prox_flops"]  # the same recipe, the penalty weighted by FLOPs per filter
+    assert set(weighted) - set(options) == {"prune.sparsity.cost=flops"}
 
 
 def _student(method, seed, mAP50, teacher=None, latency=10.0):

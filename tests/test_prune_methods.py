@@ -15,11 +15,12 @@ from detkd.losses.ssd_distill import ssd_output_distill
 from detkd.models.factory import build_model
 from detkd.prune.groups import PruningGraph
 from detkd.prune.importance import L1Importance
-from detkd.prune.latency import latency_slopes, measure_latency_table, plan_by_latency, round_removal
+from detkd.engine.benchmark import count_flops
+from detkd.prune.latency import filter_flops, latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
 from detkd.prune.retrain import SSDDistillModel
-from detkd.prune.sparsity import (SparsityModel, empty_filter_fraction, filter_norms, l1_matched_weight, proximal_step,
-                                  sparsity_penalty)
+from detkd.prune.sparsity import (SparsityModel, cost_weights, empty_filter_fraction, filter_norms, l1_matched_weight,
+                                  proximal_step, sparsity_penalty)
 
 C43 = "backbone.features.conv4_3.0"
 
@@ -324,3 +325,76 @@ def test_latency_table_is_measured_with_onnxruntime():
         full = model.get_submodule(name).out_channels
         assert max(row["channels"]) == full and all(c % 4 == 0 or c == full for c in row["channels"])
         assert len(row["ms"]) == len(row["channels"]) and all(t > 0 for t in row["ms"])
+
+
+class _TwoRes(nn.Module):
+    """A high-resolution conv of 8 filters (3 -> 8, 3x3, 16 x 16) read by a stride-2 conv of 8 filters
+    (8 -> 8, 3x3, 8 x 8) read by a 1x1 conv (8 -> 4, 8 x 8); no biases, no BatchNorm."""
+
+    imgsz = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False)
+        self.c = nn.Conv2d(8, 4, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_filter_flops_by_hand_and_against_the_flop_counter():
+    model = _TwoRes().eval()
+    costs = filter_flops(model, ["a", "b"])
+    # a: its plane 16*16 * 3*9, plus the input channel of b it feeds: 8*8 * 8*9
+    assert costs["a"] == 16 * 16 * 3 * 9 + 8 * 8 * 8 * 9 == 11520
+    # b: its plane 8*8 * 8*9, plus c's input channel 8*8 * 4*1
+    assert costs["b"] == 8 * 8 * 8 * 9 + 8 * 8 * 4 == 4864
+    full = count_flops(model, 16)
+    for name in ("a", "b"):  # removing one filter saves exactly that many multiply-adds (2 FLOPs each)
+        pruned = copy.deepcopy(model)
+        PruningGraph(pruned, 16).prune(name, [3])
+        assert full - count_flops(pruned, 16) == 2 * costs[name]
+
+
+def test_cost_weighted_penalty_and_proximal_step_by_hand():
+    model = _TwoRes().eval()
+    with torch.no_grad():
+        model.a.weight.fill_(1.0)  # filter norms sqrt(27)
+        model.b.weight.fill_(1.0)  # filter norms sqrt(72)
+    weights = cost_weights(model, ["a", "b"], {"a": 3.0, "b": 1.0})
+    assert weights == pytest.approx({"a": 1.5, "b": 0.5})  # mean over the 16 filters: (8*1.5 + 8*0.5) / 16 = 1
+    plain = {n: sparsity_penalty(model, [n], "group").item() for n in ("a", "b")}
+    assert plain == pytest.approx({"a": 8 * 27 ** 0.5, "b": 8 * 72 ** 0.5})
+    weighted = sparsity_penalty(model, ["a", "b"], "group", weights=weights).item()
+    assert weighted == pytest.approx(1.5 * plain["a"] + 0.5 * plain["b"], rel=1e-6)
+    proximal_step(model, ["a", "b"], "group", 2.0, weights=weights)  # a's norms shrink by 3, b's by 1
+    assert torch.allclose(filter_norms(model, ["a"])[0].detach(), torch.full((8,), 27 ** 0.5 - 3.0))
+    assert torch.allclose(filter_norms(model, ["b"])[0].detach(), torch.full((8,), 72 ** 0.5 - 1.0))
+    wrapped = SparsityModel(model, ["a", "b"], weight=0.1, fold_bn=False, kind="group", proximal=True,
+                            costs={"a": 30.0, "b": 10.0})  # any unit: only the ratio counts
+    assert wrapped.cost_weights == pytest.approx(weights)
+    with pytest.raises(KeyError, match="no cost"):
+        cost_weights(model, ["a", "b"], {"a": 1.0})
+    with pytest.raises(ValueError, match="> 0"):
+        cost_weights(model, ["a", "b"], {"a": 1.0, "b": 0.0})
+
+
+def test_flops_weighted_group_prox_empties_the_costly_layer_first():
+    """Two layers whose filters the loss does not defend: with one lambda both shrink alike; weighted
+    by FLOPs, the high-resolution conv's filters empty while the cheap conv's keep most of their norm."""
+    def run(costs):
+        model = _TwoRes().eval()
+        with torch.no_grad():
+            model.a.weight.fill_(0.1)
+            model.b.weight.fill_(0.1 * (27 / 72) ** 0.5)  # equal filter norms, 0.52
+        wrapped = SparsityModel(model, ["a", "b"], weight=1.0, fold_bn=False, kind="group", proximal=True, costs=costs)
+        for _ in range(4):
+            wrapped.after_optimizer_step(0.1)
+        return [filter_norms(model, [n])[0].detach() for n in ("a", "b")]
+
+    a, b = run(None)
+    assert torch.allclose(a, b, atol=1e-6) and float(a.min()) > 0
+    a, b = run(filter_flops(_TwoRes(), ["a", "b"]))  # weights 11520 / 8192 = 1.41 and 4864 / 8192 = 0.59
+    assert float(a.max()) == 0.0 and float(b.min()) > 0.25

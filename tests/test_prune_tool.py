@@ -138,20 +138,39 @@ def test_latency_aware_rounded_plan_and_distilled_retraining(ssd, tiny_data, tmp
     logs = "".join(p.read_text() for p in (work / "retrain").glob("2*/vis_data/scalars.json"))
     assert '"loss_kd_cls"' in logs and '"loss_kd_box"' in logs  # retrained against the unpruned model
     assert json.loads((work / "report.json").read_text())["rows"][-1]["retrained"] is True
+
+    # prune.sparsity.cost=latency weights the sparsity penalty by the same table's ms per filter (not measured again)
+    from detkd.config import load_config, parse_value
+    from detkd.prune.latency import latency_slopes
+    from detkd.prune.pipeline import PrunePipeline
+
+    options = [*_options(tiny_data), "prune.method=l1", "prune.round_to=4", "prune.sparsity.cost=latency"]
+    cfg = load_config(REPO / CONFIG, {k: parse_value(v) for k, v in (o.split("=", 1) for o in options)})
+    other = tmp_path / "cost_latency"
+    pipeline = PrunePipeline(cfg, ssd, other)
+    other.mkdir()
+    (other / "latency.json").write_bytes((work / "latency.json").read_bytes())
+    model = pipeline.source()
+    layers = pipeline.layers(model)
+    stamp = (other / "latency.json").stat().st_mtime_ns
+    assert pipeline._filter_costs(model, layers) == latency_slopes(table, layers)
+    assert (other / "latency.json").stat().st_mtime_ns == stamp
     settings = json.loads((work / "pipeline.json").read_text())["stages"]
     assert settings["retrain"]["retrain"]["distill"] is True
 
 
-def test_singh_sparsity_with_a_growing_group_penalty(ssd, tiny_data, tmp_path):
+def test_singh_sparsity_with_a_growing_flops_weighted_group_penalty(ssd, tiny_data, tmp_path):
     work = tmp_path / "singh_group"
     _prune(ssd, work, tiny_data, "--stage", "sparsity",
-           options=("prune.sparsity.kind=group", "prune.sparsity.growth=2.0", "prune.sparsity.epochs=2"))
+           options=("prune.sparsity.kind=group", "prune.sparsity.growth=2.0", "prune.sparsity.epochs=2",
+                    "prune.sparsity.cost=flops"))
     entries = [json.loads(line) for p in (work / "sparsity").glob("2*/vis_data/scalars.json")
                for line in p.read_text().splitlines()]
     steps = [e for e in entries if "loss_sparsity" in e]
     assert steps and all(0.0 <= e["filters_empty"] <= 1.0 for e in steps)
     assert {e["epoch"] for e in steps} == {1, 2}
-    assert json.loads((work / "pipeline.json").read_text())["stages"]["sparsity"]["sparsity"]["kind"] == "group"
+    made = json.loads((work / "pipeline.json").read_text())["stages"]["sparsity"]["sparsity"]
+    assert (made["kind"], made["cost"]) == ("group", "flops")
 
 
 def test_singh_sparsity_as_a_proximal_step_zeroes_bn_scales(ssd, tiny_data, tmp_path):

@@ -3,7 +3,7 @@
 Removing filters saves FLOPs, but the CPU's convolution kernels work in blocks of channels (8 or 16
 floats per vector register), so a conv left with 37 filters costs about what it costs with 40, and
 the FLOPs saved in a low-resolution layer are worth less time than those saved in a high-resolution
-one. Three tools:
+one. Four tools:
 
 - :func:`round_removal`: remove fewer filters so every pruned conv keeps a multiple of ``multiple``
   (``prune.round_to``, default 8); the spared filters are the removed ones that score highest.
@@ -14,6 +14,9 @@ one. Three tools:
 - :func:`plan_by_latency`: rank all filters of all convs together by ``importance / latency saved
   per filter`` (the slope of the conv's row in the table; importance divided by its conv's mean so
   convs compare) and remove the lowest ``ratio`` of them (``prune.latency_aware``).
+- :func:`filter_flops`: per conv, the multiply-adds one of its filters costs (its own output plane
+  and the input plane it feeds to every consumer conv), which ``prune.sparsity.cost`` uses to make
+  the sparsity penalty pull harder where removing a filter saves more.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import torch.nn as nn
 from detkd.prune.groups import PruningGraph
 from detkd.prune.importance import Importance
 
-__all__ = ["LatencyTable", "latency_slopes", "measure_latency_table", "plan_by_latency", "round_removal"]
+__all__ = ["LatencyTable", "filter_flops", "latency_slopes", "measure_latency_table", "plan_by_latency", "round_removal"]
 
 # {"imgsz": S, "threads": T, "multiple": M, "layers": {conv: {"channels": [c...], "ms": [t...]}}}
 LatencyTable = dict[str, Any]
@@ -90,26 +93,60 @@ def _resized(conv: nn.Conv2d, in_channels: int | None = None, out_channels: int 
                      conv.padding, conv.dilation, conv.groups, conv.bias is not None)
 
 
-def _input_shapes(detector: nn.Module, names: Iterable[str], imgsz: int) -> dict[str, tuple[int, ...]]:
-    """The input shape of every conv ``names`` at batch 1 and ``imgsz`` (one forward, eval mode)."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _conv_shapes(detector: nn.Module, names: Iterable[str], imgsz: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The (input, output) shapes of every conv ``names`` at batch 1 and ``imgsz`` (one forward, eval mode)."""
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def record(name: str) -> Any:
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            shapes.setdefault(name, tuple(args[0].shape))
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            shapes.setdefault(name, (tuple(args[0].shape), tuple(output.shape)))
         return hook
 
-    handles = [detector.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
+    handles = [detector.get_submodule(n).register_forward_hook(record(n)) for n in names]
     training = detector.training
     detector.eval()
     try:
         with torch.no_grad():
-            detector(torch.zeros(1, 3, imgsz, imgsz))
+            detector(torch.zeros(1, 3, imgsz, imgsz, device=next(detector.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
         detector.train(training)
     return shapes
+
+
+def _input_shapes(detector: nn.Module, names: Iterable[str], imgsz: int) -> dict[str, tuple[int, ...]]:
+    """The input shape of every conv ``names`` at batch 1 and ``imgsz``."""
+    return {name: shape[0] for name, shape in _conv_shapes(detector, names, imgsz).items()}
+
+
+def filter_flops(detector: nn.Module, names: Sequence[str], imgsz: int | None = None,
+                 graph: PruningGraph | None = None) -> dict[str, float]:
+    """Per conv of ``names``, the multiply-adds (batch 1, ``imgsz``) that removing one of its filters saves.
+
+    For conv ``n`` with output ``[1, O, H, W]``, kernel ``kh x kw`` and ``I / groups`` inputs per filter,
+    its own share is ``H * W * (I / groups) * kh * kw``; every consumer conv ``c`` (output
+    ``[1, O_c, H_c, W_c]``) adds ``H_c * W_c * (O_c / groups_c) * kh_c * kw_c`` for the input channel it
+    loses. A filter of a high-resolution layer costs more than one of a wide low-resolution layer:
+    the FLOPs that pruning saves are the sum of these over the removed filters.
+    """
+    size = int(imgsz or detector.imgsz)
+    graph = graph or PruningGraph(detector, size)
+    consumers = {n: graph.consumer_convs(n) for n in names}
+    shapes = _conv_shapes(detector, [*names, *{c for cs in consumers.values() for c in cs}], size)
+
+    def per_plane(conv: nn.Conv2d, out_shape: tuple[int, ...], channels: int) -> float:
+        kh, kw = conv.kernel_size
+        return float(out_shape[2] * out_shape[3] * channels * kh * kw)
+
+    out = {}
+    for name in names:
+        conv = graph.conv(name)
+        own = per_plane(conv, shapes[name][1], conv.in_channels // conv.groups)
+        fed = sum(per_plane(graph.conv(c), shapes[c][1], graph.conv(c).out_channels // graph.conv(c).groups)
+                  for c in consumers[name])
+        out[name] = own + fed
+    return out
 
 
 def _time_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int, iters: int) -> float:

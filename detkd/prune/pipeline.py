@@ -55,7 +55,7 @@ from detkd.fileio import atomic_write_json, remove_temp_files
 from detkd.options import options_dict
 from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, SinghImportance, TaylorImportance, singh_selection
-from detkd.prune.latency import measure_latency_table, plan_by_latency, round_removal
+from detkd.prune.latency import filter_flops, latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
 from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weights, threshold_sweep, zero_below
 
@@ -238,10 +238,22 @@ class PrunePipeline:
     def stage_sparsity(self) -> None:
         model = self.source()
         layers, opts = self.layers(model), self.opts.sparsity
+        costs = self._filter_costs(model, layers)
         trained = self._train("sparsity", model, opts.epochs, opts.lr,
                               wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn, self.decode,
-                                                             kind=opts.kind, growth=opts.growth, proximal=opts.proximal))
+                                                             kind=opts.kind, growth=opts.growth, proximal=opts.proximal,
+                                                             costs=costs))
         save_detector(trained, self.path("sparse.pth"))
+
+    def _filter_costs(self, model: nn.Module, layers: list[str]) -> dict[str, float] | None:
+        """Per conv, what one filter costs for ``prune.sparsity.cost`` (None: ``none``)."""
+        cost = self.opts.sparsity.cost
+        if cost == "none":
+            return None
+        graph = PruningGraph(model, self.imgsz)
+        if cost == "flops":
+            return filter_flops(model, layers, self.imgsz, graph)
+        return latency_slopes(self._latency_table(model, layers, graph), layers)
 
     def stage_sweep(self) -> None:
         from detkd.engine.results import markdown_table, write_markdown

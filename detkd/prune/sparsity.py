@@ -14,6 +14,16 @@ one of three kinds (``prune.sparsity.kind``):
 
 ``growth`` multiplies ``lambda`` by ``growth ** epoch`` (a penalty that grows while training goes on).
 
+Cost weighting (``prune.sparsity.cost``). With one ``lambda`` for every filter the penalty empties
+the filters the loss defends least, and on an SSD those sit in the wide low-resolution layers
+(conv4/conv5/fc6), where a filter costs little compute: many filters go, FLOPs and latency barely
+move. ``costs`` gives each conv a weight, its filters' per-filter multiply-adds
+(:func:`~detkd.prune.latency.filter_flops`, ``cost="flops"``) or measured ms saved per filter
+(:func:`~detkd.prune.latency.latency_slopes`, ``cost="latency"``); :func:`cost_weights` scales them
+so their mean over the set's filters is 1 (``lambda`` keeps its meaning on average), and conv ``n``'s
+term is multiplied by its weight in the penalty and in the proximal step: a weighted group lasso
+that spends the sparsity budget where removal saves the most.
+
 Gradient or proximal. By default the penalty joins the loss and the optimizer follows its gradient.
 Under Adam(W) that cannot empty a filter in a short run: Adam divides every parameter's step by its
 gradient's running RMS, so no parameter moves more than about ``lr`` per step however large the
@@ -43,7 +53,7 @@ Convs without a following BatchNorm use their weights as they are.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,11 +64,13 @@ from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
-__all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "effective_weights",
+__all__ = ["EMPTY_TOLERANCE", "SPARSITY_COSTS", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "cost_weights",
+           "effective_weights",
            "empty_filter_fraction", "filter_norms", "following_bn", "l1_matched_weight", "proximal_step", "sparsity_penalty",
            "threshold_sweep", "weight_sparsity", "zero_below"]
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
+SPARSITY_COSTS = ("none", "flops", "latency")
 EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
 
 
@@ -98,22 +110,40 @@ def filter_norms(detector: nn.Module, names: Iterable[str], fold_bn: bool = True
     return [w.flatten(1).norm(dim=1) for w in effective_weights(detector, names, fold_bn)]
 
 
-def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1", fold_bn: bool = True) -> torch.Tensor:
+def cost_weights(detector: nn.Module, names: Sequence[str], costs: Mapping[str, float]) -> dict[str, float]:
+    """Per conv of ``names``, ``costs[n]`` divided by the filter-weighted mean cost of the set
+    (``sum_n O_n * costs[n] / sum_n O_n``, ``O_n`` its filter count): weights whose mean over all the
+    set's filters is 1. Costs must be > 0."""
+    counts = {n: detector.get_submodule(n).weight.shape[0] for n in names}
+    missing = [n for n in names if n not in costs]
+    if missing:
+        raise KeyError(f"no cost for conv(s) {missing[:3]}")
+    if any(float(costs[n]) <= 0 for n in names):
+        raise ValueError("filter costs must be > 0")
+    mean = sum(counts[n] * float(costs[n]) for n in names) / max(1, sum(counts.values()))
+    return {n: float(costs[n]) / mean for n in names}
+
+
+def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1", fold_bn: bool = True,
+                     weights: Mapping[str, float] | None = None) -> torch.Tensor:
     """The unweighted penalty of ``kind`` (see the module docstring) over the convs ``names``: a scalar
-    that gradients flow through (into the conv weights, and the BatchNorm scales where they count)."""
+    that gradients flow through (into the conv weights, and the BatchNorm scales where they count).
+    ``weights``: per conv, a factor on its term (:func:`cost_weights`); ``None``: 1 for every conv."""
     if kind not in SPARSITY_KINDS:
         raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
-    if kind == "l1":
-        return sum((w.abs().sum() for w in effective_weights(detector, names, fold_bn)), torch.zeros(()))
-    if kind == "group":
-        return sum((n.sum() for n in filter_norms(detector, names, fold_bn)), torch.zeros(()))
     total = torch.zeros(())
-    for name in names:  # bn_scale
-        bn = following_bn(detector, name)
-        if bn is not None and bn.weight is not None:
-            total = total + bn.weight.abs().sum()
-        else:
-            total = total + filter_norms(detector, [name], fold_bn=False)[0].sum()
+    for name in names:
+        if kind == "l1":
+            term = effective_weights(detector, [name], fold_bn)[0].abs().sum()
+        elif kind == "group":
+            term = filter_norms(detector, [name], fold_bn)[0].sum()
+        else:  # bn_scale
+            bn = following_bn(detector, name)
+            if bn is not None and bn.weight is not None:
+                term = bn.weight.abs().sum()
+            else:
+                term = filter_norms(detector, [name], fold_bn=False)[0].sum()
+        total = total + (term if weights is None else float(weights[name]) * term)
     return total
 
 
@@ -123,7 +153,8 @@ def _soft_threshold_(values: torch.Tensor, threshold: torch.Tensor | float) -> N
 
 
 @torch.no_grad()
-def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: float, fold_bn: bool = True) -> None:
+def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: float, fold_bn: bool = True,
+                  weights: Mapping[str, float] | None = None) -> None:
     """In place: the proximal operator of ``step * penalty`` (:func:`sparsity_penalty` of ``kind`` over
     the convs ``names``, BN-folded magnitudes when ``fold_bn``), which sets to exactly zero what the
     penalty would only push towards zero.
@@ -135,12 +166,17 @@ def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: fl
       ``gamma_o`` is scaled by ``max(0, 1 - step / ||F_o||)``; without one, ``W_o`` is.
     - ``bn_scale``: every ``|gamma_o|`` shrinks by ``step``; a conv without a BatchNorm gets the group
       step on its raw weights (as in :func:`sparsity_penalty`).
+
+    ``weights``: per conv, a factor on ``step`` (:func:`cost_weights`), the proximal operator of the
+    weighted penalty; ``None``: 1 for every conv.
     """
     if kind not in SPARSITY_KINDS:
         raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
     if step < 0:
         raise ValueError(f"proximal step must be >= 0, got {step}")
+    total_step = step
     for name in names:
+        step = total_step if weights is None else total_step * float(weights[name])
         weight = detector.get_submodule(name).weight
         bn = following_bn(detector, name)
         if kind == "bn_scale" and bn is not None and bn.weight is not None:
@@ -218,11 +254,13 @@ class SparsityModel(DetectorModel):
         proximal: leave the penalty out of the loss (it is logged as ``sparsity_penalty``) and apply
             :func:`proximal_step` with step ``lr * lambda`` after every optimizer step
             (:meth:`after_optimizer_step`, called by :class:`~detkd.engine.hooks.AfterStepHook`).
+        costs: per conv of ``layers``, the cost of one of its filters (FLOPs or ms, any unit); each
+            conv's term is weighted by :func:`cost_weights` of them. ``None``: every conv alike.
     """
 
     def __init__(self, detector: nn.Module, layers: Sequence[str], weight: float, fold_bn: bool = True,
                  decode_cfg: DecodeConfig | None = None, kind: str = "l1", growth: float = 1.0,
-                 proximal: bool = False) -> None:
+                 proximal: bool = False, costs: Mapping[str, float] | None = None) -> None:
         super().__init__(detector, decode_cfg)
         if weight < 0:
             raise ValueError(f"sparsity weight must be >= 0, got {weight}")
@@ -235,6 +273,7 @@ class SparsityModel(DetectorModel):
         self.fold_bn, self.kind, self.growth, self.proximal = fold_bn, kind, float(growth), bool(proximal)
         self.epoch = 0
         _weights(detector, self.layers)  # fail now on a wrong name
+        self.cost_weights = None if costs is None else cost_weights(detector, self.layers, costs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -249,16 +288,19 @@ class SparsityModel(DetectorModel):
         if mode == "loss":
             if self.proximal:  # logged, not differentiated: after_optimizer_step applies it
                 with torch.no_grad():
-                    out["sparsity_penalty"] = sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
+                    out["sparsity_penalty"] = sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn,
+                                                               self.cost_weights)
             else:
-                out["loss_sparsity"] = self.current_weight * sparsity_penalty(self.detector, self.layers, self.kind, self.fold_bn)
+                out["loss_sparsity"] = self.current_weight * sparsity_penalty(self.detector, self.layers, self.kind,
+                                                                              self.fold_bn, self.cost_weights)
             out["filters_empty"] = torch.tensor(empty_filter_fraction(self.detector, self.layers, fold_bn=self.fold_bn))
         return out
 
     def after_optimizer_step(self, lr: float) -> None:
         """With ``proximal``: :func:`proximal_step` of step ``lr * lambda`` (at the current epoch)."""
         if self.proximal:
-            proximal_step(self.detector, self.layers, self.kind, lr * self.current_weight, self.fold_bn)
+            proximal_step(self.detector, self.layers, self.kind, lr * self.current_weight, self.fold_bn,
+                          self.cost_weights)
 
 
 def weight_sparsity(detector: nn.Module, layers: Iterable[str]) -> float:
