@@ -472,15 +472,27 @@ def _checkpoint_epochs(path: Path) -> int | None:
 
 
 def retime(results: ResultsFile, args: argparse.Namespace) -> None:
-    """Re-measure params/FLOPs/latency of every existing row of ``--dataset`` from its checkpoint and ONNX file, one
-    after the other, so all rows share one machine state (accuracy columns are kept)."""
+    """Re-measure params/FLOPs/latency of every current row of ``--dataset`` from its checkpoint and ONNX file, one
+    after the other, so all rows share one machine state (accuracy columns are kept). Rows of another series keep
+    their timings: their checkpoint paths may now hold another run's file (a retired teacher's rows share the
+    paths of the rows that replaced them). A teacher row is retimed only when every current row distilled from it
+    can be: its speedups divide their latency by the teacher's, and both must come from one phase."""
     from detkd.engine.benchmark import benchmark_detector
     from detkd.export.onnx import export_onnx, sample_images
 
-    for row in [r for r in results.rows if r["dataset"] == args.dataset]:
-        ckpt = REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
+    def checkpoint(row: dict[str, Any]) -> Path:
+        return REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
+
+    current = [r for r in results.rows if r["dataset"] == args.dataset and r.get("series") is None]
+    absent = {r["teacher_model"] for r in current if r["method"] != "teacher" and r.get("teacher_model")
+              and not checkpoint(r).is_file()}
+    for row in current:
+        ckpt = checkpoint(row)
         if not ckpt.is_file():
             print(f"{row['name']}: skipped, its checkpoint {ckpt} is not on this machine", flush=True)
+            continue
+        if row["method"] == "teacher" and row.get("teacher_model") in absent:
+            print(f"{row['name']}: skipped, rows distilled from it are not on this machine to retime with it", flush=True)
             continue
         detector = load_row_model(ckpt, row["method"], int(row["imgsz"]))
         spec = DATASETS[row["dataset"]]

@@ -461,3 +461,35 @@ def test_a_yolov8s_trained_here_is_kept_before_any_row_is_named_from_it(tmp_path
     assert entry["kind"] == "ultralytics" and entry["run_settings"]["epochs"] == 30
     assert entry["label"].startswith("yolov8s@") and ablation.ultralytics_label(best) == entry["label"]
     assert ablation.peer_teacher_label(args) == entry["label"]
+
+
+def test_retime_keeps_each_teacher_in_one_phase_with_its_students(tmp_path, monkeypatch):
+    """--retime re-measures current rows whose files are here; a teacher only with all its students, and rows of
+    another series (a retired teacher's, whose paths now hold the replacing runs' files) not at all."""
+    import argparse
+
+    import detkd.engine.benchmark as benchmark
+    import detkd.export.onnx as onnx
+
+    ablation, results = _ablation(tmp_path, monkeypatch)
+    present = tmp_path / "present.pth"
+    present.write_bytes(b"x")
+    rows = [{**_student("teacher", 0, 0.8, "A"), "name": "teacher_A", "checkpoint": str(present)},
+            {**_student("kd_full_unlabeled", 0, 0.7, "A"), "name": "kd_A", "checkpoint": str(present)},
+            {**_student("teacher", 0, 0.9, "B"), "name": "teacher_B", "checkpoint": str(present)},
+            {**_student("kd_full_unlabeled", 0, 0.7, "B"), "name": "kd_B_lost", "checkpoint": str(tmp_path / "gone.pth")},
+            {**_student("ultralytics_kd", 0, 0.6, "A"), "name": "kd_retired", "checkpoint": str(present),
+             "series": "taught by old (file lost)"}]
+    for row in rows:
+        results.add(row, key=("name",))
+    timed = []
+    monkeypatch.setattr(ablation, "load_row_model", lambda ckpt, method, imgsz: method)
+    monkeypatch.setattr(ablation, "read_split", lambda data, split: [])
+    monkeypatch.setattr(onnx, "sample_images", lambda index, imgsz, count: [None])
+    monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: None)
+    monkeypatch.setattr(benchmark, "benchmark_detector", lambda *a, **k: timed.append(1) or {"onnx_latency_ms": 1.0})
+    monkeypatch.setattr(ablation, "KEY", ("name",))
+    ablation.retime(results, argparse.Namespace(dataset="bccd", data=str(tmp_path), threads=2))
+    latency = {r["name"]: r["onnx_latency_ms"] for r in results.rows}
+    assert latency == {"teacher_A": 1.0, "kd_A": 1.0, "teacher_B": 10.0, "kd_B_lost": 10.0, "kd_retired": 10.0}
+    assert len(timed) == 2
