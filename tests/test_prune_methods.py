@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from detkd.engine.benchmark import count_flops
 from detkd.engine.hooks import AfterStepHook, EpochSeedHook
 from detkd.losses.ssd_distill import ssd_output_distill
 from detkd.models.factory import build_model
 from detkd.prune.groups import PruningGraph
 from detkd.prune.importance import L1Importance
-from detkd.engine.benchmark import count_flops
 from detkd.prune.latency import filter_flops, latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import apply_plan, make_plan, plan_by_ratio
 from detkd.prune.retrain import SSDDistillModel

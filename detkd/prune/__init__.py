@@ -42,7 +42,6 @@ _EXPORTS = {
     "write_report": "report",
     "SSDDistillModel": "retrain",
     "EMPTY_TOLERANCE": "sparsity",
-    "SPARSITY_COSTS": "sparsity",
     "SPARSITY_KINDS": "sparsity",
     "SparsityModel": "sparsity",
     "choose_threshold": "sparsity",

@@ -250,10 +250,9 @@ class PrunePipeline:
         cost = self.opts.sparsity.cost
         if cost == "none":
             return None
-        graph = PruningGraph(model, self.imgsz)
         if cost == "flops":
-            return filter_flops(model, layers, self.imgsz, graph)
-        return latency_slopes(self._latency_table(model, layers, graph), layers)
+            return filter_flops(model, layers, self.imgsz)
+        return latency_slopes(self._latency_table(model, layers), layers)  # traces a graph only if it measures
 
     def stage_sweep(self) -> None:
         from detkd.engine.results import markdown_table, write_markdown
@@ -305,7 +304,7 @@ class PrunePipeline:
         channels = {n: graph.conv(n).out_channels for n in layers}
         return round_removal(removed, channels, {n: scorer(graph, n) for n in removed}, self.opts.round_to)
 
-    def _latency_table(self, model: nn.Module, layers: list[str], graph: PruningGraph) -> dict[str, Any]:
+    def _latency_table(self, model: nn.Module, layers: list[str], graph: PruningGraph | None = None) -> dict[str, Any]:
         """``W/latency.json``: measured once per work dir (the unpruned model's convs at this size and
         thread count), reused by later plans."""
         path = self.path("latency.json")

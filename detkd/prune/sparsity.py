@@ -64,13 +64,12 @@ from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
-__all__ = ["EMPTY_TOLERANCE", "SPARSITY_COSTS", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "cost_weights",
+__all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "cost_weights",
            "effective_weights",
            "empty_filter_fraction", "filter_norms", "following_bn", "l1_matched_weight", "proximal_step", "sparsity_penalty",
            "threshold_sweep", "weight_sparsity", "zero_below"]
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
-SPARSITY_COSTS = ("none", "flops", "latency")
 EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
 
 
@@ -126,7 +125,7 @@ def cost_weights(detector: nn.Module, names: Sequence[str], costs: Mapping[str, 
 
 def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1", fold_bn: bool = True,
                      weights: Mapping[str, float] | None = None) -> torch.Tensor:
-    """The unweighted penalty of ``kind`` (see the module docstring) over the convs ``names``: a scalar
+    """The penalty of ``kind`` (see the module docstring; without lambda) over the convs ``names``: a scalar
     that gradients flow through (into the conv weights, and the BatchNorm scales where they count).
     ``weights``: per conv, a factor on its term (:func:`cost_weights`); ``None``: 1 for every conv."""
     if kind not in SPARSITY_KINDS:
@@ -174,24 +173,23 @@ def proximal_step(detector: nn.Module, names: Sequence[str], kind: str, step: fl
         raise ValueError(f"sparsity kind must be one of {SPARSITY_KINDS}, not {kind!r}")
     if step < 0:
         raise ValueError(f"proximal step must be >= 0, got {step}")
-    total_step = step
     for name in names:
-        step = total_step if weights is None else total_step * float(weights[name])
+        layer_step = step if weights is None else step * float(weights[name])
         weight = detector.get_submodule(name).weight
         bn = following_bn(detector, name)
         if kind == "bn_scale" and bn is not None and bn.weight is not None:
-            _soft_threshold_(bn.weight, step)
+            _soft_threshold_(bn.weight, layer_step)
             continue
         scale = _fold_scale(bn) if fold_bn else None
         if kind == "l1":  # threshold 0 (no change) behind a zero scale
-            per_filter = step if scale is None else torch.where(scale > 0, step / scale.clamp_min(1e-30), 0.0).view(-1, 1, 1, 1)
+            per_filter = layer_step if scale is None else torch.where(scale > 0, layer_step / scale.clamp_min(1e-30), 0.0).view(-1, 1, 1, 1)
             _soft_threshold_(weight, per_filter)
             continue
         norms = weight.flatten(1).norm(dim=1)
         if scale is not None and kind == "group":  # the filter's scale lives in gamma
-            bn.weight.mul_(_shrink_factor(norms * scale, step))  # type: ignore[union-attr]
+            bn.weight.mul_(_shrink_factor(norms * scale, layer_step))  # type: ignore[union-attr]
         else:
-            weight.mul_(_shrink_factor(norms, step).view(-1, 1, 1, 1))
+            weight.mul_(_shrink_factor(norms, layer_step).view(-1, 1, 1, 1))
 
 
 def _shrink_factor(norms: torch.Tensor, step: float) -> torch.Tensor:
