@@ -3,7 +3,7 @@
 
     python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
         [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
-        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox|group_prox_flops] [--seed 0] [--threads 2]
+        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox|group_prox_flops|group_prox_sqrt_flops] [--seed 0] [--threads 2]
 
 Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
 dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
@@ -24,7 +24,8 @@ is too slow for a 2-core CPU).
 distillation from the unpruned SSD), ``group`` / ``bn_scale`` (+ Singh's sparsity stage with group-lasso
 or BatchNorm-scale penalty, its lambda matched to the L1 lambda on the subject: ``sparsity_weight``), ``group_prox``
 (the group term as a proximal step outside Adam, lambda :data:`PROXIMAL_WEIGHT`), ``group_prox_flops`` (the same,
-each conv's term weighted by the multiply-adds one of its filters costs: ``prune.sparsity.cost=flops``), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
+each conv's term weighted by the multiply-adds one of its filters costs: ``prune.sparsity.cost=flops``),
+``group_prox_sqrt_flops`` (weighted by their square roots: ``prune.sparsity.cost_power=0.5``), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
 the layer latency table). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
 and ``subject`` (the checkpoint's model and width, then ``@`` and the first 8 hex digits of the file's
 SHA-256: a subject trained again is another subject, never compared with the first one's rows), so a
@@ -79,6 +80,8 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
     "group_prox": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group", "prune.sparsity.proximal=True"],
     "group_prox_flops": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group", "prune.sparsity.proximal=True",
                          "prune.sparsity.cost=flops"],
+    "group_prox_sqrt_flops": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group",
+                              "prune.sparsity.proximal=True", "prune.sparsity.cost=flops", "prune.sparsity.cost_power=0.5"],
 }
 # lambda of the proximal variants (their step is lr_t * lambda per optimizer step, outside Adam): the sparsity stage's
 # 130 steps (BCCD train, batch 16, 10 epochs) of the cosine schedule from lr 1e-3 with its 10-step warm-up sum to about
@@ -92,7 +95,13 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
 # times its median filter norm (1.54). lambda 1.2 shrinks conv1_2 by 0.86, below that median, as lambda 12 does the
 # median filter of the unweighted run; measured (sparsity, sweep, plan): no filter emptied, 1.05x fewer parameters,
 # so the retrained row was not run. A lambda between the two is the next experiment.
-PROXIMAL_WEIGHT = {"group_prox": 12.0, "group_prox_flops": 1.2}
+# group_prox_sqrt_flops: the FLOPs' square roots (prune.sparsity.cost_power=0.5) span 4.2 (conv1_2) to 1.4-1.7 (conv4_x),
+# 0.7 (fc6) and 0.02-0.4 (the extra layers). Per unit of lambda the stage's shrink is then 0.10-0.22 of each VGG conv's
+# median filter norm (conv1_1 0.10, conv1_2 0.19, conv3_x 0.12-0.14, conv4_3 0.22), against 0.009-0.47 with linear
+# weights; lambda 6 shrinks them by 0.6-1.3 medians. At lambda 12 the linear weights shrank conv1_x and conv2_x by
+# 2.5-5.6 medians and emptied (nearly) all their filters, conv4_2 and conv4_3 by about 2.2 and emptied half to four
+# fifths: lambda 6 with square roots should thin every VGG conv without emptying one.
+PROXIMAL_WEIGHT = {"group_prox": 12.0, "group_prox_flops": 1.2, "group_prox_sqrt_flops": 6.0}
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 

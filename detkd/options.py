@@ -258,7 +258,9 @@ class SparsityOptions:
     Adam's normalisation) instead of adding it to the loss. ``cost``: weight each conv's term by what
     one of its filters costs, ``flops`` (multiply-adds it accounts for) or ``latency`` (ms saved per
     filter in the layer latency table, ``W/latency.json``), normalised to mean 1 over the filters;
-    ``none``: one lambda for every filter (the paper's)."""
+    ``none``: one lambda for every filter (the paper's). ``cost_power``: the costs are raised to this
+    power before normalising (1: as they are, 0.5: square roots, a range of about 30x instead of
+    1000x for FLOPs on an SSD)."""
 
     epochs: int = option(10, min=1)
     weight: float = option(1e-4, min=0.0)
@@ -268,6 +270,7 @@ class SparsityOptions:
     growth: float = option(1.0, min=1e-6)
     proximal: bool = False
     cost: str = option("none", choices=("none", "flops", "latency"))
+    cost_power: float = option(1.0, min=0.0, max=1.0)
 
 
 @dataclass

@@ -80,6 +80,8 @@ def test_proximal_variant_runs_the_group_term_as_a_proximal_step_with_its_own_la
     assert set(prune_ssd.PROXIMAL_WEIGHT) <= set(prune_ssd.VARIANTS)
     weighted = prune_ssd.VARIANTS["group_prox_flops"]  # the same recipe, the penalty weighted by FLOPs per filter
     assert set(weighted) - set(options) == {"prune.sparsity.cost=flops"}
+    rooted = prune_ssd.VARIANTS["group_prox_sqrt_flops"]  # and by the square roots of the FLOPs
+    assert set(rooted) - set(weighted) == {"prune.sparsity.cost_power=0.5"}
 
 
 def _student(method, seed, mAP50, teacher=None, latency=10.0):

@@ -375,6 +375,14 @@ def test_cost_weighted_penalty_and_proximal_step_by_hand():
     wrapped = SparsityModel(model, ["a", "b"], weight=0.1, fold_bn=False, kind="group", proximal=True,
                             costs={"a": 30.0, "b": 10.0})  # any unit: only the ratio counts
     assert wrapped.cost_weights == pytest.approx(weights)
+    # cost_power: the costs' square roots, 2 and 1, are normalised alike: (8 * 4/3 + 8 * 2/3) / 16 = 1
+    assert cost_weights(model, ["a", "b"], {"a": 4.0, "b": 1.0}, power=0.5) == pytest.approx({"a": 4 / 3, "b": 2 / 3})
+    assert cost_weights(model, ["a", "b"], {"a": 4.0, "b": 1.0}, power=0.0) == pytest.approx({"a": 1.0, "b": 1.0})
+    rooted = SparsityModel(model, ["a", "b"], weight=0.1, fold_bn=False, kind="group", proximal=True,
+                           costs={"a": 40.0, "b": 10.0}, cost_power=0.5)
+    assert rooted.cost_weights == pytest.approx({"a": 4 / 3, "b": 2 / 3})
+    with pytest.raises(ValueError, match="power"):
+        cost_weights(model, ["a", "b"], {"a": 4.0, "b": 1.0}, power=-1.0)
     with pytest.raises(KeyError, match="no cost"):
         cost_weights(model, ["a", "b"], {"a": 1.0})
     with pytest.raises(ValueError, match="> 0"):

@@ -13,6 +13,7 @@ import pytest
 from detkd.data.synthetic import generate_synthetic
 from detkd.engine.benchmark import count_params
 from detkd.engine.checkpoint import load_detector
+from detkd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/prune/ssd_cpu_synthetic.py"
@@ -155,6 +156,20 @@ def test_latency_aware_rounded_plan_and_distilled_retraining(ssd, tiny_data, tmp
     stamp = (other / "latency.json").stat().st_mtime_ns
     assert pipeline._filter_costs(model, layers) == latency_slopes(table, layers)
     assert (other / "latency.json").stat().st_mtime_ns == stamp
+
+    # prune.sparsity.cost_power reaches the sparsity stage's model: the FLOPs' square roots, normalised
+    from detkd.prune.latency import filter_flops
+    from detkd.prune.sparsity import cost_weights
+
+    rooted = PrunePipeline(load_config(REPO / CONFIG, {k: parse_value(v) for k, v in (o.split("=", 1) for o in [
+        *options[:-1], "prune.sparsity.cost=flops", "prune.sparsity.cost_power=0.5"])}), ssd, tmp_path / "cost_root")
+    flops = rooted._filter_costs(model, layers)
+    assert flops == filter_flops(model, layers, 64)
+    made = rooted.sparsity_model(model, layers, flops).cost_weights
+    assert made == pytest.approx(cost_weights(model, layers, flops, 0.5))
+    assert made != pytest.approx(cost_weights(model, layers, flops))
+    with pytest.raises(ConfigError, match="cost_power"):
+        load_config(REPO / CONFIG, {"prune.sparsity.cost_power": 2.0})
     settings = json.loads((work / "pipeline.json").read_text())["stages"]
     assert settings["retrain"]["retrain"]["distill"] is True
 

@@ -240,10 +240,15 @@ class PrunePipeline:
         layers, opts = self.layers(model), self.opts.sparsity
         costs = self._filter_costs(model, layers)
         trained = self._train("sparsity", model, opts.epochs, opts.lr,
-                              wrap=lambda det: SparsityModel(det, layers, opts.weight, opts.fold_bn, self.decode,
-                                                             kind=opts.kind, growth=opts.growth, proximal=opts.proximal,
-                                                             costs=costs))
+                              wrap=lambda det: self.sparsity_model(det, layers, costs))
         save_detector(trained, self.path("sparse.pth"))
+
+    def sparsity_model(self, detector: nn.Module, layers: list[str],
+                       costs: dict[str, float] | None) -> SparsityModel:
+        """``detector`` wrapped for the sparsity stage with ``prune.sparsity``'s settings."""
+        opts = self.opts.sparsity
+        return SparsityModel(detector, layers, opts.weight, opts.fold_bn, self.decode, kind=opts.kind,
+                             growth=opts.growth, proximal=opts.proximal, costs=costs, cost_power=opts.cost_power)
 
     def _filter_costs(self, model: nn.Module, layers: list[str]) -> dict[str, float] | None:
         """Per conv, what one filter costs for ``prune.sparsity.cost`` (None: ``none``)."""

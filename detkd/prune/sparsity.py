@@ -22,7 +22,10 @@ move. ``costs`` gives each conv a weight, its filters' per-filter multiply-adds
 (:func:`~detkd.prune.latency.latency_slopes`, ``cost="latency"``); :func:`cost_weights` scales them
 so their mean over the set's filters is 1 (``lambda`` keeps its meaning on average), and conv ``n``'s
 term is multiplied by its weight in the penalty and in the proximal step: a weighted group lasso
-that spends the sparsity budget where removal saves the most.
+that spends the sparsity budget where removal saves the most. ``cost_power`` raises the costs to a
+power first: on an SSD the per-filter FLOPs span about 1000x (conv1_2 against the extra layers), so
+no single ``lambda`` both empties filters in the mid layers and spares the first ones; square roots
+(``cost_power=0.5``) span about 30x.
 
 Gradient or proximal. By default the penalty joins the loss and the optimizer follows its gradient.
 Under Adam(W) that cannot empty a filter in a short run: Adam divides every parameter's step by its
@@ -109,18 +112,23 @@ def filter_norms(detector: nn.Module, names: Iterable[str], fold_bn: bool = True
     return [w.flatten(1).norm(dim=1) for w in effective_weights(detector, names, fold_bn)]
 
 
-def cost_weights(detector: nn.Module, names: Sequence[str], costs: Mapping[str, float]) -> dict[str, float]:
-    """Per conv of ``names``, ``costs[n]`` divided by the filter-weighted mean cost of the set
-    (``sum_n O_n * costs[n] / sum_n O_n``, ``O_n`` its filter count): weights whose mean over all the
-    set's filters is 1. Costs must be > 0."""
+def cost_weights(detector: nn.Module, names: Sequence[str], costs: Mapping[str, float],
+                 power: float = 1.0) -> dict[str, float]:
+    """Per conv of ``names``, ``costs[n] ** power`` divided by the filter-weighted mean of the set
+    (``sum_n O_n * costs[n] ** power / sum_n O_n``, ``O_n`` its filter count): weights whose mean over
+    all the set's filters is 1. Costs must be > 0; ``power`` in [0, 1] compresses their range (1: the
+    costs as they are, 0.5: their square roots, 0: every conv alike)."""
     counts = {n: detector.get_submodule(n).weight.shape[0] for n in names}
     missing = [n for n in names if n not in costs]
     if missing:
         raise KeyError(f"no cost for conv(s) {missing[:3]}")
     if any(float(costs[n]) <= 0 for n in names):
         raise ValueError("filter costs must be > 0")
-    mean = sum(counts[n] * float(costs[n]) for n in names) / max(1, sum(counts.values()))
-    return {n: float(costs[n]) / mean for n in names}
+    if power < 0:
+        raise ValueError(f"cost power must be >= 0, got {power}")
+    scaled = {n: float(costs[n]) ** power for n in names}
+    mean = sum(counts[n] * scaled[n] for n in names) / max(1, sum(counts.values()))
+    return {n: scaled[n] / mean for n in names}
 
 
 def sparsity_penalty(detector: nn.Module, names: Sequence[str], kind: str = "l1", fold_bn: bool = True,
@@ -254,11 +262,13 @@ class SparsityModel(DetectorModel):
             (:meth:`after_optimizer_step`, called by :class:`~detkd.engine.hooks.AfterStepHook`).
         costs: per conv of ``layers``, the cost of one of its filters (FLOPs or ms, any unit); each
             conv's term is weighted by :func:`cost_weights` of them. ``None``: every conv alike.
+        cost_power: the exponent on ``costs`` (:func:`cost_weights`).
     """
 
     def __init__(self, detector: nn.Module, layers: Sequence[str], weight: float, fold_bn: bool = True,
                  decode_cfg: DecodeConfig | None = None, kind: str = "l1", growth: float = 1.0,
-                 proximal: bool = False, costs: Mapping[str, float] | None = None) -> None:
+                 proximal: bool = False, costs: Mapping[str, float] | None = None,
+                 cost_power: float = 1.0) -> None:
         super().__init__(detector, decode_cfg)
         if weight < 0:
             raise ValueError(f"sparsity weight must be >= 0, got {weight}")
@@ -271,7 +281,7 @@ class SparsityModel(DetectorModel):
         self.fold_bn, self.kind, self.growth, self.proximal = fold_bn, kind, float(growth), bool(proximal)
         self.epoch = 0
         _weights(detector, self.layers)  # fail now on a wrong name
-        self.cost_weights = None if costs is None else cost_weights(detector, self.layers, costs)
+        self.cost_weights = None if costs is None else cost_weights(detector, self.layers, costs, cost_power)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
