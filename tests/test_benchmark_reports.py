@@ -495,3 +495,28 @@ def test_retime_keeps_each_teacher_in_one_phase_with_its_students(tmp_path, monk
     latency = {r["name"]: r["onnx_latency_ms"] for r in results.rows}
     assert latency == {"teacher_A": 1.0, "kd_A": 1.0, "teacher_B": 10.0, "kd_B_lost": 10.0, "kd_retired": 10.0}
     assert len(timed) == 2
+
+
+def test_teacher_objectness_at_matched_boxes_and_on_background(tmp_path):
+    """One image, three ground-truth boxes (one difficult): a candidate on the first (IoU 1, objectness 0.8), one
+    shifted off the second (IoU 1/3: not found), one far from every box (background, 0.2), one on the difficult box."""
+    import numpy as np
+    import torch
+
+    from detkd.data.records import DatasetIndex, ImageRecord
+    from detkd.distill.cache import TeacherCache
+
+    diagnose = _script("diagnose_teacher_objectness")
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 40, 50, 50]], np.float32)
+    record = ImageRecord(1, tmp_path / "a.jpg", 100, 100, gt, np.zeros(3, np.int64), np.array([False, False, True]))
+    boxes = torch.tensor([[0, 0, 10, 10], [25, 0, 35, 10], [70, 70, 90, 90], [40, 40, 50, 50]], dtype=torch.float16)
+    cache = TeacherCache(tmp_path / "c.pt", {"paths": [str(record.path)], "offsets": torch.tensor([0, 4]), "boxes": boxes,
+                                             "obj": torch.tensor([0.8, 0.6, 0.2, 0.9], dtype=torch.float16),
+                                             "cls": torch.full((4, 3), 1 / 3, dtype=torch.float16), "class_names": ["a", "b", "c"]})
+    index = DatasetIndex([record, ImageRecord(2, tmp_path / "uncached.jpg", 10, 10)], ["a", "b", "c"], [], "crafted")
+    stats = diagnose.objectness_stats(cache, index)
+    assert (stats["images"], stats["gt_boxes"]) == (1, 2)  # the uncached image and the difficult box do not count
+    assert stats["matched"] == 0.5
+    assert stats["obj_mean"] == pytest.approx(0.8, abs=1e-3) and stats["obj_ge_0.9"] == 0.0
+    assert stats["bg_obj_mean"] == pytest.approx(0.2, abs=1e-3)  # only the far candidate overlaps no box
+    assert stats["img_max_median"] == pytest.approx(0.9, abs=1e-3)

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""What weight does objectness scaling give a teacher's real objects? Objectness of each teacher's candidates.
+
+    python benchmarks/diagnose_teacher_objectness.py TEACHER [TEACHER ...] [--names NAME ...] [--trust-teacher]
+        [--config configs/train/fyolo_bccd.py] [--data ../shared/data/bccd] [--split train] [--top-n 100]
+
+The objectness-scaled loss (``distill.scale_by_objectness``, Mehta & Ozturk) multiplies the teacher's box and
+class terms at each cell by the teacher's objectness there. That assumes an objectness near 1 on real objects.
+A detkd SSD's objectness is its foreground probability (1 - p(background)); an ultralytics YOLOv8 has none, and
+the generic adapter reads its best class score instead, which YOLOv8 trains towards the box's IoU. This script
+reads each teacher's cached candidates (the teacher cache of ``teacher.cache=True``: the same top-N candidates,
+in the image's pixels, that distillation trains on; built here if absent) over the split's images and matches
+each ground-truth box (not ``difficult``) to the candidate of highest IoU:
+
+- ``matched``: the fraction of ground-truth boxes with a candidate at IoU >= 0.5;
+- ``obj_mean`` / ``obj_p10`` / ``obj_median`` / ``obj_p90``: the objectness of those matched candidates, i.e.
+  the weight objectness scaling gives a real object's teacher terms; ``obj_ge_0.9``: the fraction of them >= 0.9;
+- ``bg_obj_mean``: the mean objectness of candidates that overlap no ground truth (IoU < 0.1): the weight of
+  the teacher's false positives;
+- ``img_max_median``: the median over images of the highest candidate objectness.
+
+Accuracy of the teacher is not measured here (no timing either: it may share the CPU with a training run).
+Rows are keyed by the teacher file's hash and the split, and resumable.
+Outputs: benchmarks/results/diagnose_teacher_objectness.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+import detkd  # noqa: F401  (offline environment first)
+from detkd.config import load_config
+from detkd.data.records import DatasetIndex
+from detkd.data.sources import read_split
+from detkd.distill.cache import TeacherCache
+from detkd.distill.runner import load_teacher
+from detkd.engine.benchmark import count_params, machine_info
+from detkd.engine.results import ResultsFile, markdown_table, relative_path, write_markdown
+from detkd.fileio import file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MATCH_IOU = 0.5  # a ground-truth box is found by a candidate at this IoU
+BACKGROUND_IOU = 0.1  # a candidate below this IoU with every ground-truth box is background
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("teachers", nargs="+", type=Path, help="teacher checkpoints (detkd .pth, ultralytics .pt)")
+    parser.add_argument("--names", nargs="+", help="a short name per teacher for the table (default: its file name and hash)")
+    parser.add_argument("--trust-teacher", action="store_true", help="the ultralytics .pt files are pickles you trust")
+    parser.add_argument("--config", default=str(REPO / "configs" / "train" / "fyolo_bccd.py"), help="the data config")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="dataset root")
+    parser.add_argument("--split", default="train", help="the images whose candidates are read (default: %(default)s)")
+    parser.add_argument("--imgsz", type=int, default=320, help="the teachers' input size (default: %(default)s)")
+    parser.add_argument("--top-n", type=int, default=100, help="candidates per image, as teacher.cache_top_n (default: %(default)s)")
+    args = parser.parse_args()
+    if args.names and len(args.names) != len(args.teachers):
+        parser.error(f"--names gives {len(args.names)} names for {len(args.teachers)} teachers")
+    return args
+
+
+def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, float]:
+    """The statistics of the module docstring over ``index``'s images that ``cache`` holds."""
+    matched: list[float] = []
+    background: list[float] = []
+    image_max: list[float] = []
+    missed = 0
+    for record in index.records:
+        cands = cache.lookup(record.path)
+        if cands is None or not len(cands["obj"]):
+            continue
+        obj = cands["obj"].astype(np.float64)
+        image_max.append(float(obj.max()))
+        boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4))
+        difficult = np.asarray(record.difficult, dtype=bool).reshape(-1)
+        keep = torch.as_tensor(~difficult if difficult.size == len(boxes) else np.ones(len(boxes), bool))
+        iou = box_iou(boxes, torch.as_tensor(cands["boxes"]))  # [G, N], both xyxy in the image's pixels
+        if len(boxes):
+            best, which = iou[keep].max(dim=1) if bool(keep.any()) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+            found = best >= MATCH_IOU
+            matched.extend(obj[which[found].numpy()].tolist())
+            missed += int((~found).sum())
+            alone = (iou.max(dim=0).values < BACKGROUND_IOU).numpy()
+        else:
+            alone = np.ones(len(obj), bool)
+        background.extend(obj[alone].tolist())
+    values = np.asarray(matched) if matched else np.zeros(1)
+    return {"images": len(image_max), "gt_boxes": len(matched) + missed,
+            "matched": len(matched) / max(1, len(matched) + missed),
+            "obj_mean": float(values.mean()), "obj_p10": float(np.percentile(values, 10)),
+            "obj_median": float(np.median(values)), "obj_p90": float(np.percentile(values, 90)),
+            "obj_ge_0.9": float((values >= 0.9).mean()),
+            "bg_obj_mean": float(np.mean(background)) if background else 0.0,
+            "img_max_median": float(np.median(image_max)) if image_max else 0.0}
+
+
+def main() -> int:
+    args = parse_args()
+    command = "python benchmarks/diagnose_teacher_objectness.py " + " ".join(sys.argv[1:])
+    results = ResultsFile(RESULTS / "diagnose_teacher_objectness.json", machine_info(1), command)
+    torch.set_num_threads(1)  # no timing: leave the other core to a training run
+    data = dict(load_config(args.config, {"data.root": args.data}).data)
+    index = read_split(data, args.split)
+    for i, path in enumerate(args.teachers):
+        label = f"{path.stem}@{file_sha256(path)[:8]}"
+        name = args.names[i] if args.names else label
+        if results.has(teacher=label, split=args.split, top_n=args.top_n):
+            continue
+        teacher = load_teacher({"checkpoint": str(path), "trust": args.trust_teacher, "imgsz": args.imgsz},
+                               list(index.class_names), args.imgsz)
+        cache = TeacherCache.load_or_build(teacher, path, index.records, args.top_n)
+        row: dict[str, Any] = {"name": name, "teacher": label, "checkpoint": relative_path(path, REPO),
+                               "dataset": Path(index.source).name, "split": args.split, "top_n": args.top_n,
+                               "imgsz": int(teacher.imgsz), "params": count_params(teacher),
+                               "flops": None, "onnx_latency_ms": None, "mAP50": None, "AP": None,  # not measured here
+                               **objectness_stats(cache, index)}
+        results.add(row, key=("teacher", "split", "top_n"))
+        print(f"{name}: {row['matched']:.1%} of ground truth matched, objectness there {row['obj_mean']:.3f} "
+              f"(median {row['obj_median']:.3f}), background {row['bg_obj_mean']:.3f}", flush=True)
+    columns = ["name", "split", "images", "gt_boxes", "matched", "obj_mean", "obj_p10", "obj_median", "obj_p90",
+               "obj_ge_0.9", "bg_obj_mean", "img_max_median"]
+    text = ("Objectness of each teacher's cached candidates (top-N per image, the candidates distillation trains on): at "
+            f"the candidate that best matches each ground-truth box (IoU >= {MATCH_IOU}; `matched`: the fraction found), "
+            f"and on background candidates (IoU < {BACKGROUND_IOU} with every box). Objectness scaling weights a cell's "
+            "teacher terms by this value.\n\n" + markdown_table(results.rows, columns) + "\n")
+    write_markdown(RESULTS / "diagnose_teacher_objectness.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
