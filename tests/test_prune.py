@@ -277,6 +277,16 @@ def test_bn_folded_magnitudes_drive_penalty_and_threshold():
     expected = int((magnitude < threshold).sum())
     zero_below(model, [C43], threshold)
     assert int((conv.weight == 0).sum()) == expected
+    # a filter emptied through its BN scale (gamma = 0, raw weights not zero) is zeroed at threshold 0, so Singh's
+    # selection, which reads raw zeros, sees it; the other filters are left as they are
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand_like(conv.weight) + 0.1)
+        bn.weight[[1, 4]] = 0.0
+    zero_below(model, [C43], 0.0)
+    zeros = (conv.weight == 0).flatten(1).all(dim=1)
+    assert zeros.nonzero().flatten().tolist() == [1, 4] and int((conv.weight == 0).sum()) == 2 * conv.weight[0].numel()
+    graph = PruningGraph(model)
+    assert singh_selection(graph, [C43], 0.9, 0.9, "or", 1)[C43] == [1, 4]
 
 
 def test_a_finished_stage_made_with_other_settings_is_refused_not_reused(tmp_path):

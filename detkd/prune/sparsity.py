@@ -321,10 +321,13 @@ def weight_sparsity(detector: nn.Module, layers: Iterable[str]) -> float:
 @torch.no_grad()
 def zero_below(detector: nn.Module, layers: Iterable[str], threshold: float, fold_bn: bool = True) -> float:
     """Set every weight of the convs ``layers`` whose (BN-folded when ``fold_bn``) magnitude is below
-    ``threshold`` to zero, in place; returns the resulting fraction of zero weights over those convs."""
+    ``threshold``, or exactly zero, to zero, in place; returns the resulting fraction of zero weights
+    over those convs. "Exactly zero" matters at threshold 0 with ``fold_bn``: a filter whose BatchNorm
+    scale the penalty set to 0 (the group and BN-scale proximal steps do) is empty in effect while its
+    raw weights are not, and Singh's selection reads the raw zeros; the output does not change."""
     layers = list(layers)
     for weight, effective in zip(_weights(detector, layers), effective_weights(detector, layers, fold_bn), strict=True):
-        weight.masked_fill_(effective.abs() < threshold, 0.0)
+        weight.masked_fill_((effective.abs() < threshold) | (effective == 0), 0.0)
     return weight_sparsity(detector, layers)
 
 
