@@ -100,7 +100,11 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
 # median filter norm (conv1_1 0.10, conv1_2 0.19, conv3_x 0.12-0.14, conv4_3 0.22), against 0.009-0.47 with linear
 # weights; lambda 6 shrinks them by 0.6-1.3 medians. At lambda 12 the linear weights shrank conv1_x and conv2_x by
 # 2.5-5.6 medians and emptied (nearly) all their filters, conv4_2 and conv4_3 by about 2.2 and emptied half to four
-# fifths: lambda 6 with square roots should thin every VGG conv without emptying one.
+# fifths: lambda 6 with square roots should thin every VGG conv without emptying one. Measured (one seed): the detector
+# survives (val mAP50 0.815 / 0.851 at epochs 5 / 10), 179 of 4096 filters empty (0.044), in conv1_1 9/32, conv1_2
+# 11/32, conv4_2 47/256, conv4_3 103/256 and 4 elsewhere; conv2_x-conv3_x keep every filter. The sweep stops at
+# threshold 0 and the plan (rounded to 8) removes 152: 1.1x fewer parameters, 1.17x fewer FLOPs. Too weak for the
+# targets; lambda is the knob, and the first layers are the ones that empty first.
 PROXIMAL_WEIGHT = {"group_prox": 12.0, "group_prox_flops": 1.2, "group_prox_sqrt_flops": 6.0}
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
