@@ -628,10 +628,11 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         teacher = teachers.get(source)
         if not base or not kd:
             continue
-        full = [s for s in kd if s["method"] == "kd_full_unlabeled"] or kd
-        picks = [("full distillation", max(full, key=lambda s: s["n"])), ("best distilled row", max(kd, key=lambda s: s["mAP50"]))]
-        if picks[1][1] is picks[0][1]:
-            picks = picks[:1]
+        full = [s for s in kd if s["method"] == "kd_full_unlabeled"]
+        picks = [("full distillation", max(full, key=lambda s: s["n"]))] if full else []
+        best = max(kd, key=lambda s: s["mAP50"])  # an option set without a full row still gets its line, named as it is
+        if not picks or best is not picks[0][1]:
+            picks.append(("best distilled row", best))
         for label, pick in picks:
             shown = f", student {size} px" if teacher and size and size != teacher.get("imgsz") else ""
             line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}{shown}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "

@@ -200,6 +200,13 @@ def test_distill_report_keeps_each_kd_option_set_apart(tmp_path, monkeypatch):
     plain, weighted = [line for line in text.splitlines() if line.startswith("- **30 epochs**")]
     assert "lambda_d" not in plain and "**+6.0 mAP50" in plain  # each set against the same labels-only row
     assert "distill.lambda_d=0.25" in weighted and "**+10.0 mAP50" in weighted
+    assert "full distillation kd_full_unlabeled" in weighted
+    # an option set with only an intermediate row is not called full distillation
+    results.add({**_student("kd_objscale", 0, 0.64, "ssd_cpu_w0.25"), "kd_options": "distill.lambda_d=2"}, key=ablation.KEY)
+    ablation.write_report(results)
+    lines = [line for line in (tmp_path / "distill_ablation.md").read_text().splitlines() if "distill.lambda_d=2)" in line
+             and line.startswith("- **30 epochs**")]
+    assert len(lines) == 1 and "best distilled row kd_objscale" in lines[0] and "full distillation" not in lines[0]
 
     args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=None,
                               imgsz=None, student_imgsz=None, kd_options=["distill.lambda_d=0.25", "distill.fm_nms.mode=box"])
