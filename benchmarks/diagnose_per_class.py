@@ -61,8 +61,7 @@ def box_sizes(index: DatasetIndex, imgsz: int) -> dict[str, dict[str, float]]:
     for record in index.records:
         scale = imgsz / max(record.width, record.height)
         boxes = np.asarray(record.boxes, dtype=np.float64).reshape(-1, 4)
-        difficult = np.asarray(record.difficult, dtype=bool).reshape(-1)
-        keep = ~difficult if difficult.size == len(boxes) else np.ones(len(boxes), bool)  # no flags: none difficult
+        keep = record.not_difficult
         side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) * scale
         for label, value in zip(np.asarray(record.labels).reshape(-1)[keep], side[keep], strict=True):
             sizes[int(label)].append(float(value))

@@ -80,18 +80,12 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
         obj = cands["obj"].astype(np.float64)
         image_max.append(float(obj.max()))
         boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4))
-        difficult = np.asarray(record.difficult, dtype=bool).reshape(-1)
-        keep = torch.as_tensor(~difficult if difficult.size == len(boxes) else np.ones(len(boxes), bool))
-        iou = box_iou(boxes, torch.as_tensor(cands["boxes"]))  # [G, N], both xyxy in the image's pixels
-        if len(boxes):
-            best, which = iou[keep].max(dim=1) if bool(keep.any()) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-            found = best >= MATCH_IOU
-            matched.extend(obj[which[found].numpy()].tolist())
-            missed += int((~found).sum())
-            alone = (iou.max(dim=0).values < BACKGROUND_IOU).numpy()
-        else:
-            alone = np.ones(len(obj), bool)
-        background.extend(obj[alone].tolist())
+        iou = box_iou(boxes, torch.as_tensor(cands["boxes"]))  # [G, N], both xyxy in the image's pixels; N > 0
+        best, which = iou[torch.as_tensor(record.not_difficult)].max(dim=1)  # per counted box (none: empty)
+        found = best >= MATCH_IOU
+        matched.extend(obj[which[found].numpy()].tolist())
+        missed += int((~found).sum())
+        background.extend(obj[(iou < BACKGROUND_IOU).all(dim=0).numpy()].tolist())  # no boxes: every candidate
     values = np.asarray(matched) if matched else np.zeros(1)
     return {"images": len(image_max), "gt_boxes": len(matched) + missed,
             "matched": len(matched) / max(1, len(matched) + missed),

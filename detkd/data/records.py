@@ -113,6 +113,13 @@ class ImageRecord:
     def num_boxes(self) -> int:
         return int(self.boxes.shape[0])
 
+    @property
+    def not_difficult(self) -> np.ndarray:
+        """Bool[N]: the boxes that count in evaluation (not ``difficult``); all of them when the record
+        carries no flag per box."""
+        flags = np.asarray(self.difficult, dtype=bool).reshape(-1)
+        return ~flags if flags.size == self.num_boxes else np.ones(self.num_boxes, bool)
+
 
 @dataclass
 class DatasetIndex:
