@@ -21,6 +21,7 @@ from detkd.distill.teachers import (
     class_mapping,
     project_candidates,
 )
+from detkd.errors import ConfigError
 from detkd.models.box_coder import encode
 from detkd.models.factory import build_model
 
@@ -110,6 +111,21 @@ def test_hint_stage_trains_only_up_to_the_guided_layer() -> None:
     # stage 2 with a weight: the hint term joins the others
     model.stage = "distill"
     assert "loss_hint_0" in model.distill_loss(_images(), _targets(2))
+
+
+def test_cached_distillation_takes_hint_pairs_of_weight_zero_only() -> None:
+    """FitNets' stage 2 (hint weight 0) reads the cache and never the teacher's features; a weighted pair, or the
+    hint stage itself, needs them and is refused with cache=True."""
+    student, teacher = _yolo(seed=0), _yolo("yolov2", seed=1)
+    adapter = build_teacher_adapter(teacher, student, direct=False)
+    idle = [HintTap(student="backbone.stages.3", teacher="backbone.stages.3", weight=0.0)]
+    model = DistillModel(student, adapter, DistillConfig(), idle, cached=True)
+    assert any(k.startswith("regressors.0.") for k in model.state_dict())  # stage 1's checkpoint loads into it
+    with pytest.raises(ConfigError, match=r"hint weight > 0.*hints.taps\[\].weight"):
+        DistillModel(student, adapter, DistillConfig(), [HintTap("backbone.stages.3", "backbone.stages.3", weight=0.5)],
+                     cached=True)
+    with pytest.raises(ConfigError, match="hint weight > 0"):
+        DistillModel(student, adapter, DistillConfig(), idle, stage="hint", cached=True)
 
 
 def test_unknown_hint_module_is_named() -> None:

@@ -76,9 +76,15 @@ def test_distillation_with_unlabeled_images_logs_terms_and_resumes_exactly(tiny_
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed distillation diverged from the uninterrupted run"
 
 
-def test_fitnets_stages_then_distillation(tiny_data, yolo_teacher, tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["online", "cached"])
+def test_fitnets_stages_then_distillation(tiny_data, yolo_teacher, tmp_path, cached):
+    """Stage 1 always runs the teacher online (it reads its features); with teacher.cache=True stage 2 reads the cache."""
     opts = [*_options(tiny_data, 1), "hints.epochs=1", "unlabeled.ratio=0"]
-    _run("train_distill.py", "distill/fyolo_synthetic_hints.py", tmp_path, opts, "--teacher-ckpt", str(yolo_teacher))
+    if cached:
+        opts += ["teacher.cache=True", f"teacher.cache_dir={tmp_path / 'cache'}"]
+    proc = _run("train_distill.py", "distill/fyolo_synthetic_hints.py", tmp_path, opts, "--teacher-ckpt", str(yolo_teacher))
+    assert ("[teacher cache]" in proc.stdout) == cached
+    assert len(list((tmp_path / "cache").glob("teacher_*.pt"))) == (1 if cached else 0)
     hint_rows = [r for r in _scalars(tmp_path / "hint_stage") if "loss" in r]
     assert hint_rows and all(set(k for k in r if k.startswith("loss")) == {"loss", "loss_hint_0"} for r in hint_rows)
     stage1 = load_checkpoint_file(tmp_path / "hint_stage" / "epoch_1.pth")["state_dict"]

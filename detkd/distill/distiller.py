@@ -111,7 +111,9 @@ class DistillModel(DetectorModel):
         hints: FitNets pairs; regressors are sized by one probing forward of each network.
         decode_cfg: the student's decode thresholds for validation.
         stage: ``"distill"`` or ``"hint"`` (FitNets stage 1).
-        cached: read the teacher's candidates from each target (``teacher.cache``), not online.
+        cached: read the teacher's candidates from each target (``teacher.cache``), not online. Allowed
+            with hints whose stage-2 weight is 0 (FitNets: the hint stage runs online, uncached, and the
+            distillation stage keeps the regressors only so that stage 1's checkpoint loads).
     """
 
     def __init__(self, student: nn.Module, teacher: TeacherAdapter, cfg: DistillConfig | None = None,
@@ -120,8 +122,10 @@ class DistillModel(DetectorModel):
         super().__init__(student, decode_cfg)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: see the module docstring
         self.cfg = cfg or DistillConfig()
-        if cached and hints:
-            raise ConfigError("teacher.cache=True with hints: FitNets hints need the teacher's features, run online")
+        if cached and (stage == "hint" or any(h.weight != 0 for h in hints)):
+            raise ConfigError("teacher.cache=True with a hint weight > 0 in the distillation stage (hints.taps[].weight): "
+                              "those terms need the teacher's features; set the weights to 0 (FitNets stage 1 "
+                              "always runs the teacher online) or teacher.cache=False")
         self.cached = cached
         if stage not in ("distill", "hint"):
             raise ValueError(f"stage must be 'distill' or 'hint', not {stage!r}")
