@@ -17,7 +17,11 @@ each ground-truth box (not ``difficult``) to the candidate of highest IoU:
   the weight objectness scaling gives a real object's teacher terms; ``obj_ge_0.9``: the fraction of them >= 0.9;
 - ``bg_obj_mean``: the mean objectness of candidates that overlap no ground truth (IoU < 0.1): the weight of
   the teacher's false positives;
-- ``img_max_median``: the median over images of the highest candidate objectness.
+- ``img_max_median``: the median over images of the highest candidate objectness;
+- ``bg_conf_per_image``: confident background candidates (objectness >= 0.5, IoU < 0.1 with every box), after
+  NMS at IoU 0.5 so that one unlabeled object counts once, per image: objects the teacher is sure of and the
+  labels do not have (its false positives, or objects the annotators missed); ``bg_conf_top_class``: the class
+  most of them are given, with its share; ``gt_per_image``: the labeled boxes per image, for scale.
 
 Accuracy of the teacher is not measured here (no timing either: it may share the CPU with a training run).
 Rows are keyed by the teacher file's hash and the split, and resumable.
@@ -33,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
@@ -49,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MATCH_IOU = 0.5  # a ground-truth box is found by a candidate at this IoU
 BACKGROUND_IOU = 0.1  # a candidate below this IoU with every ground-truth box is background
+CONFIDENT = 0.5  # a background candidate at or above this objectness is one the teacher is sure of
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,12 +72,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, float]:
+def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, float | str]:
     """The statistics of the module docstring over ``index``'s images that ``cache`` holds."""
     matched: list[float] = []
     background: list[float] = []
     image_max: list[float] = []
+    confident_classes: list[int] = []  # per distinct confident background candidate, its best class
     missed = 0
+    counted = 0  # labeled boxes that count (not difficult)
     for record in index.records:
         cands = cache.lookup(record.path)
         if cands is None or not len(cands["obj"]):
@@ -85,15 +92,28 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
         found = best >= MATCH_IOU
         matched.extend(obj[which[found].numpy()].tolist())
         missed += int((~found).sum())
-        background.extend(obj[(iou < BACKGROUND_IOU).all(dim=0).numpy()].tolist())  # no boxes: every candidate
+        counted += int(np.sum(record.not_difficult))
+        is_background = (iou < BACKGROUND_IOU).all(dim=0)  # no boxes: every candidate
+        background.extend(obj[is_background.numpy()].tolist())
+        sure = is_background & torch.as_tensor(obj >= CONFIDENT)
+        kept = nms(torch.as_tensor(cands["boxes"])[sure], torch.as_tensor(obj[sure.numpy()], dtype=torch.float32), MATCH_IOU)
+        confident_classes.extend(np.asarray(cands["cls"], dtype=np.float32)[sure.numpy()][kept.numpy()].argmax(axis=1).tolist())
     values = np.asarray(matched) if matched else np.zeros(1)
+    if confident_classes:
+        counts = np.bincount(confident_classes, minlength=len(index.class_names))
+        top = int(counts.argmax())
+        top_class = f"{index.class_names[top]} {counts[top] / counts.sum():.2f}"
+    else:
+        top_class = "-"
     return {"images": len(image_max), "gt_boxes": len(matched) + missed,
             "matched": len(matched) / max(1, len(matched) + missed),
             "obj_mean": float(values.mean()), "obj_p10": float(np.percentile(values, 10)),
             "obj_median": float(np.median(values)), "obj_p90": float(np.percentile(values, 90)),
             "obj_ge_0.9": float((values >= 0.9).mean()),
             "bg_obj_mean": float(np.mean(background)) if background else 0.0,
-            "img_max_median": float(np.median(image_max)) if image_max else 0.0}
+            "img_max_median": float(np.median(image_max)) if image_max else 0.0,
+            "gt_per_image": counted / max(1, len(image_max)),
+            "bg_conf_per_image": len(confident_classes) / max(1, len(image_max)), "bg_conf_top_class": top_class}
 
 
 def main() -> int:
@@ -106,8 +126,9 @@ def main() -> int:
     for i, path in enumerate(args.teachers):
         label = f"{path.stem}@{file_sha256(path)[:8]}"
         name = args.names[i] if args.names else label
-        if results.has(teacher=label, split=args.split, top_n=args.top_n):
-            continue
+        if results.has(teacher=label, split=args.split, top_n=args.top_n) and all(
+                "bg_conf_per_image" in r for r in results.rows if r.get("teacher") == label):
+            continue  # rows made before the confident-background columns existed are computed again
         teacher = load_teacher({"checkpoint": str(path), "trust": args.trust_teacher, "imgsz": args.imgsz},
                                list(index.class_names), args.imgsz)
         cache = TeacherCache.load_or_build(teacher, path, index.records, args.top_n)
@@ -120,11 +141,12 @@ def main() -> int:
         print(f"{name}: {row['matched']:.1%} of ground truth matched, objectness there {row['obj_mean']:.3f} "
               f"(median {row['obj_median']:.3f}), background {row['bg_obj_mean']:.3f}", flush=True)
     columns = ["name", "split", "images", "gt_boxes", "matched", "obj_mean", "obj_p10", "obj_median", "obj_p90",
-               "obj_ge_0.9", "bg_obj_mean", "img_max_median"]
+               "obj_ge_0.9", "bg_obj_mean", "img_max_median", "gt_per_image", "bg_conf_per_image", "bg_conf_top_class"]
     text = ("Objectness of each teacher's cached candidates (top-N per image, the candidates distillation trains on): at "
             f"the candidate that best matches each ground-truth box (IoU >= {MATCH_IOU}; `matched`: the fraction found), "
             f"and on background candidates (IoU < {BACKGROUND_IOU} with every box). Objectness scaling weights a cell's "
-            "teacher terms by this value.\n\n" + markdown_table(results.rows, columns) + "\n")
+            f"teacher terms by this value. `bg_conf_per_image`: distinct background candidates at objectness >= "
+            f"{CONFIDENT} per image (NMS at IoU {MATCH_IOU}), with the class most of them get.\n\n" + markdown_table(results.rows, columns) + "\n")
     write_markdown(RESULTS / "diagnose_teacher_objectness.md", text)
     return 0
 

@@ -527,3 +527,27 @@ def test_teacher_objectness_at_matched_boxes_and_on_background(tmp_path):
     assert stats["obj_mean"] == pytest.approx(0.8, abs=1e-3) and stats["obj_ge_0.9"] == 0.0
     assert stats["bg_obj_mean"] == pytest.approx(0.2, abs=1e-3)  # only the far candidate overlaps no box
     assert stats["img_max_median"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_confident_background_counts_each_unlabeled_object_once(tmp_path):
+    """One labeled box; background candidates: two at the same spot (IoU 0.82, objectness 0.9 and 0.7, class b: one
+    object), one elsewhere (0.6, b), one (0.8, c), one below the confidence bar (0.4, a). Three distinct confident
+    background objects, two of them b; the candidate on the labeled box is not background."""
+    import numpy as np
+    import torch
+
+    from detkd.data.records import DatasetIndex, ImageRecord
+    from detkd.distill.cache import TeacherCache
+
+    diagnose = _script("diagnose_teacher_objectness")
+    record = ImageRecord(1, tmp_path / "a.jpg", 200, 200, np.array([[0, 0, 10, 10]], np.float32), np.zeros(1, np.int64))
+    boxes = torch.tensor([[0, 0, 10, 10], [100, 100, 120, 120], [101, 101, 121, 121], [150, 0, 170, 20],
+                          [0, 150, 20, 170], [150, 150, 170, 170]], dtype=torch.float16)
+    cls = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=torch.float16)
+    cache = TeacherCache(tmp_path / "c.pt", {"paths": [str(record.path)], "offsets": torch.tensor([0, 6]), "boxes": boxes,
+                                             "obj": torch.tensor([0.95, 0.9, 0.7, 0.6, 0.8, 0.4], dtype=torch.float16),
+                                             "cls": cls, "class_names": ["a", "b", "c"]})
+    stats = diagnose.objectness_stats(cache, DatasetIndex([record], ["a", "b", "c"], [], "crafted"))
+    assert stats["gt_per_image"] == 1.0
+    assert stats["bg_conf_per_image"] == 3.0
+    assert stats["bg_conf_top_class"] == "b 0.67"
