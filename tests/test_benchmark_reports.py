@@ -84,6 +84,13 @@ def test_proximal_variant_runs_the_group_term_as_a_proximal_step_with_its_own_la
     assert set(rooted) - set(weighted) == {"prune.sparsity.cost_power=0.5"}
 
 
+def test_budget_variant_is_singh_with_the_l1_rows_parameter_cut(prune_ssd):
+    options = prune_ssd.VARIANTS["budget"]
+    assert set(options) - set(prune_ssd.VARIANTS["distill"]) == {"prune.sweep.target_param_ratio=7.0"}
+    assert prune_ssd.BUDGET_PARAM_RATIO >= prune_ssd.TARGETS["param_ratio"]  # the budget meets the parameter target
+    assert not any("sparsity" in o for o in options)  # the paper's L1 sparsity stage, as configured
+
+
 def _student(method, seed, mAP50, teacher=None, latency=10.0):
     return {"name": f"bccd_{method}_s{seed}", "dataset": "bccd", "method": method, "seed": seed, "epochs": 30,
             "teacher_cache": None if method in ("labels_only", "teacher") else True, "teacher_model": teacher, "imgsz": 320,

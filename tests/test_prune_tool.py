@@ -222,6 +222,44 @@ def test_singh_sparsity_as_a_proximal_step_zeroes_bn_scales(ssd, tiny_data, tmp_
     PrunePipeline(cfg, ssd, work)._check_stage_settings("sparsity", "sparse.pth")
 
 
+def test_singh_threshold_chosen_for_a_parameter_budget(ssd, tiny_data, tmp_path):
+    import torch
+
+    from detkd.config import load_config, parse_value
+    from detkd.prune.groups import resolve_layer_set
+    from detkd.prune.pipeline import PrunePipeline
+    from detkd.prune.sparsity import effective_weights
+
+    work, target = tmp_path / "singh_budget", 2.5
+    budget = (f"prune.sweep.target_param_ratio={target}",)
+    _prune(ssd, work, tiny_data, "--stage", "sparsity", "sweep", "plan", options=budget)
+    sweep = json.loads((work / "sweep.json").read_text())
+    assert [r["threshold"] for r in sweep["rows"]][0] == 0.0 and len(sweep["rows"]) == 2  # threshold 0, then the budget's
+    assert sweep["target_param_ratio"] == target and sweep["chosen"] == sweep["rows"][1]
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["options"]["threshold"] == sweep["chosen"]["threshold"]
+    assert plan["params_before"] / plan["params_after"] == pytest.approx(sweep["chosen"]["param_ratio"])
+    assert sweep["chosen"]["param_ratio"] >= target
+
+    # the smallest such threshold: one bisection step below it the plan falls short of the budget
+    cfg = load_config(REPO / CONFIG, {k: parse_value(v) for k, v in (o.split("=", 1) for o in [*_options(tiny_data), *budget])})
+    pipeline = PrunePipeline(cfg, ssd, work)
+    sparse = load_detector(work / "sparse.pth")
+    layers = resolve_layer_set(sparse, "all")
+    sample = torch.cat([w.abs().flatten() for w in effective_weights(sparse, layers, True)]).detach()
+    found = pipeline._budget_threshold(sparse, layers, sample, target, steps=10)
+    below = float(torch.quantile(sample, found["quantile"] - 2.0 ** -10))
+    plan_below = pipeline._singh_plan(sparse, layers, below)
+    assert plan_below.params_before / plan_below.params_after < target <= found["param_ratio"]
+
+    # a budget the selection cannot reach (every conv keeps min_keep filters) is refused, naming the option
+    proc = _prune(ssd, work, tiny_data, "--stage", "sweep", options=("prune.sweep.target_param_ratio=1000",), ok=False)
+    assert proc.returncode == 2 and "target_param_ratio=1000" in proc.stderr and "Traceback" not in proc.stderr
+    # the sweep now depends on the selection: a changed select is not silently reused
+    proc = _prune(ssd, work, tiny_data, options=(*budget, "prune.select.out_fraction=0.5"), ok=False)
+    assert proc.returncode == 2 and "sweep.json was made with other settings" in proc.stderr and "prune.select" in proc.stderr
+
+
 def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     proc = _prune(tmp_path / "nope.pth", tmp_path / "w", tiny_data, ok=False)
     assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,6 +9,8 @@ stage       does                                                  writes
 sparsity    (singh) train with loss + a sparsity penalty (L1,     ``W/sparsity/`` run, ``W/sparse.pth``
             group or BN-scale) on the layer set
 sweep       (singh) zero weights below each threshold, val mAP    ``W/sweep.json``, ``W/sweep.md``
+            (or, with ``sweep.target_param_ratio``, bisect for
+            the smallest threshold whose plan meets that budget)
 plan        choose filters (singh: zero fractions after the       ``W/plan.json`` (edit it before
             chosen threshold; l1/taylor: lowest ``ratio``, per    ``apply`` if you like);
             layer or, with ``latency_aware``, per ms saved        ``W/latency.json`` (the layer
@@ -204,6 +206,8 @@ class PrunePipeline:
     def _stage_settings(self, stage: str) -> dict[str, Any]:
         stages = self.opts.stages
         keys = [k for s in stages[: stages.index(stage) + 1] for k in self._DEPENDS[s]]
+        if "sweep" in keys and self.opts.sweep.target_param_ratio is not None:
+            keys += ["select", "min_keep", "round_to"]  # a budget's threshold is found through the selection
         if self.opts.method != "singh":
             keys = ["layers", *keys]
         everything = options_dict(self.opts)
@@ -265,31 +269,79 @@ class PrunePipeline:
         model = load_detector(self._need("sparse.pth", "sparsity"))
         layers, opts, fold = self.layers(model), self.opts.sweep, self.opts.sparsity.fold_bn
         thresholds = list(opts.thresholds)
-        if not thresholds:
+        sample = None
+        if not thresholds or opts.target_param_ratio is not None:
             with torch.no_grad():
                 magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
             sample = magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]]
             thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
+        budget: dict[str, float] = {}
+        if opts.target_param_ratio is not None:
+            assert sample is not None
+            budget = self._budget_threshold(model, layers, sample, opts.target_param_ratio)
+            thresholds = [budget["threshold"]]
         rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold)
-        chosen = choose_threshold(rows, opts.max_drop)
+        if budget:
+            chosen = rows[-1]
+            chosen.update(param_ratio=budget["param_ratio"], quantile=budget["quantile"])
+        else:
+            chosen = choose_threshold(rows, opts.max_drop)
         atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
+                                                    "target_param_ratio": opts.target_param_ratio,
                                                     "split": self.opts.eval_split})
         table = [dict(row, threshold=f"{row['threshold']:.2e}", chosen=row is chosen) for row in rows]
         write_markdown(self.path("sweep.md"), markdown_table(table, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
-        print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}")
+        print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}"
+              + (f", {budget['param_ratio']:.2f}x fewer parameters" if budget else ""))
+
+    def _budget_threshold(self, model: nn.Module, layers: list[str], sample: torch.Tensor, target: float,
+                          steps: int = 16) -> dict[str, float]:
+        """The smallest threshold (a quantile of ``sample``, the layer set's BN-folded |w|) whose Singh plan
+        cuts the detector's parameters by at least ``target``x: ``{"threshold", "quantile", "param_ratio"}``.
+        Bisection over the quantile (a larger threshold zeroes a superset of weights, so marks a superset
+        of filters). Raises ConfigError when even zeroing every weight of the layer set falls short (every
+        conv keeps ``min_keep`` filters)."""
+
+        def ratio(threshold: float) -> float:
+            plan = self._singh_plan(model, layers, threshold)
+            return plan.params_before / max(1, plan.params_after)
+
+        top = float(sample.max()) * 1.001 + 1e-12
+        reach = ratio(top)
+        if reach < target:
+            raise ConfigError(f"prune.sweep.target_param_ratio={target:g}: Singh's selection removes at most "
+                              f"{reach:.2f}x of the parameters of this model (every conv keeps prune.min_keep="
+                              f"{self.opts.min_keep} filters); lower the target or min_keep")
+        lo, hi = 0.0, 1.0
+        best = (top, 1.0, reach)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            threshold = float(torch.quantile(sample, mid))
+            got = ratio(threshold)
+            if got >= target:
+                hi, best = mid, (threshold, mid, got)
+            else:
+                lo = mid
+        return {"threshold": best[0], "quantile": best[1], "param_ratio": best[2]}
+
+    def _singh_plan(self, model: nn.Module, layers: list[str], threshold: float) -> PruningPlan:
+        """Singh's plan for ``model`` (the sparse one) at ``threshold``: the filters its zero fractions mark
+        after zeroing the layer set's BN-folded weights below it (rounded to ``round_to``)."""
+        opts = self.opts
+        thresholded = copy.deepcopy(model)
+        zero_below(thresholded, layers, threshold, opts.sparsity.fold_bn)
+        thresholded_graph = PruningGraph(thresholded)
+        removed = singh_selection(thresholded_graph, layers, opts.select.out_fraction, opts.select.in_fraction,
+                                  opts.select.combine, opts.min_keep)
+        removed = self._rounded(removed, thresholded_graph, SinghImportance(), layers)
+        return make_plan(model, removed, "singh", threshold=threshold, round_to=opts.round_to, **vars(opts.select))
 
     def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
         layers, opts = self.layers(model), self.opts
         if opts.method == "singh":
             threshold = json.loads(self._need("sweep.json", "sweep").read_text())["chosen"]["threshold"]
-            thresholded = copy.deepcopy(model)
-            zero_below(thresholded, layers, threshold, opts.sparsity.fold_bn)
-            thresholded_graph = PruningGraph(thresholded)
-            removed = singh_selection(thresholded_graph, layers, opts.select.out_fraction, opts.select.in_fraction,
-                                      opts.select.combine, opts.min_keep)
-            scorer: Any = SinghImportance()
-            removed = self._rounded(removed, thresholded_graph, scorer, layers)
-            return make_plan(model, removed, "singh", threshold=threshold, round_to=opts.round_to, **vars(opts.select))
+            return self._singh_plan(model, layers, threshold)
+        scorer: Any
         graph = PruningGraph(model)
         if opts.method == "l1":
             scorer = L1Importance()
