@@ -23,6 +23,11 @@ each ground-truth box (not ``difficult``) to the candidate of highest IoU:
   labels do not have (its false positives, or objects the annotators missed); ``bg_conf_top_class``: the class
   most of them are given, with its share; ``gt_per_image``: the labeled boxes per image, for scale.
 
+Per class (``per_class``, a second table): for the ground-truth boxes of each class, ``matched``, ``cands_per_box``
+(candidates at IoU >= 0.5 per box: how many of the top-N a teacher spends on one object of that class),
+``obj_median`` of the best-matching candidate, and ``cls_prob``: the mean probability that candidate gives the box's
+own class (the class target distillation passes on for that object).
+
 Accuracy of the teacher is not measured here (no timing either: it may share the CPU with a training run).
 Rows are keyed by the teacher file's hash and the split, and resumable.
 Outputs: benchmarks/results/diagnose_teacher_objectness.{json,md}.
@@ -80,6 +85,8 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
     confident_classes: list[int] = []  # per distinct confident background candidate, its best class
     missed = 0
     counted = 0  # labeled boxes that count (not difficult)
+    names = list(index.class_names)
+    per_class: dict[str, dict[str, list[float]]] = {c: {"found": [], "cands": [], "obj": [], "cls": []} for c in names}
     for record in index.records:
         cands = cache.lookup(record.path)
         if cands is None or not len(cands["obj"]):
@@ -91,6 +98,16 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
         best, which = iou[torch.as_tensor(record.not_difficult)].max(dim=1)  # per counted box (none: empty)
         found = best >= MATCH_IOU
         matched.extend(obj[which[found].numpy()].tolist())
+        counted_iou = iou[torch.as_tensor(record.not_difficult)]
+        labels = np.asarray(record.labels).reshape(-1)[np.asarray(record.not_difficult, dtype=bool)]
+        probs = np.asarray(cands["cls"], dtype=np.float64)
+        for j, label in enumerate(labels.tolist()):
+            stats = per_class[names[int(label)]]
+            stats["found"].append(float(found[j]))
+            stats["cands"].append(float((counted_iou[j] >= MATCH_IOU).sum()))
+            if found[j]:
+                stats["obj"].append(float(obj[int(which[j])]))
+                stats["cls"].append(float(probs[int(which[j]), int(label)]))
         missed += int((~found).sum())
         counted += int(np.sum(record.not_difficult))
         is_background = (iou < BACKGROUND_IOU).all(dim=0)  # no boxes: every candidate
@@ -113,7 +130,14 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
             "bg_obj_mean": float(np.mean(background)) if background else 0.0,
             "img_max_median": float(np.median(image_max)) if image_max else 0.0,
             "gt_per_image": counted / max(1, len(image_max)),
-            "bg_conf_per_image": len(confident_classes) / max(1, len(image_max)), "bg_conf_top_class": top_class}
+            "bg_conf_per_image": len(confident_classes) / max(1, len(image_max)), "bg_conf_top_class": top_class,
+            "per_class": {c: {"gt_boxes": len(v["found"]), "matched": _mean(v["found"]), "cands_per_box": _mean(v["cands"]),
+                              "obj_median": float(np.median(v["obj"])) if v["obj"] else 0.0, "cls_prob": _mean(v["cls"])}
+                          for c, v in per_class.items()}}
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
 
 
 def main() -> int:
@@ -127,8 +151,8 @@ def main() -> int:
         label = f"{path.stem}@{file_sha256(path)[:8]}"
         name = args.names[i] if args.names else label
         if results.has(teacher=label, split=args.split, top_n=args.top_n) and all(
-                "bg_conf_per_image" in r for r in results.rows if r.get("teacher") == label):
-            continue  # rows made before the confident-background columns existed are computed again
+                "per_class" in r for r in results.rows if r.get("teacher") == label):
+            continue  # rows made before the confident-background and per-class columns existed are computed again
         teacher = load_teacher({"checkpoint": str(path), "trust": args.trust_teacher, "imgsz": args.imgsz},
                                list(index.class_names), args.imgsz)
         cache = TeacherCache.load_or_build(teacher, path, index.records, args.top_n)
@@ -146,7 +170,12 @@ def main() -> int:
             f"the candidate that best matches each ground-truth box (IoU >= {MATCH_IOU}; `matched`: the fraction found), "
             f"and on background candidates (IoU < {BACKGROUND_IOU} with every box). Objectness scaling weights a cell's "
             f"teacher terms by this value. `bg_conf_per_image`: distinct background candidates at objectness >= "
-            f"{CONFIDENT} per image (NMS at IoU {MATCH_IOU}), with the class most of them get.\n\n" + markdown_table(results.rows, columns) + "\n")
+            f"{CONFIDENT} per image (NMS at IoU {MATCH_IOU}), with the class most of them get.\n\n" + markdown_table(results.rows, columns)
+            + "\n\n**Per class** (ground-truth boxes of each class: `matched` at IoU >= 0.5, `cands_per_box`: candidates at "
+            "IoU >= 0.5 per box, `obj_median` of the best match, `cls_prob`: the probability it gives the box's class).\n\n"
+            + markdown_table([{"name": r["name"], "split": r["split"], "class": c, **v}
+                              for r in results.rows for c, v in r.get("per_class", {}).items()],
+                             ["name", "split", "class", "gt_boxes", "matched", "cands_per_box", "obj_median", "cls_prob"]) + "\n")
     write_markdown(RESULTS / "diagnose_teacher_objectness.md", text)
     return 0
 

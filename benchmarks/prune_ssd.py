@@ -402,10 +402,13 @@ def write_report(results: ResultsFile) -> None:
     for row in [r for r in bccd if r.get("sweep") and r["retrained"]]:  # Singh's sweep of the global threshold
         data = row["sweep"]
         rows = [dict(r, threshold=f"{r['threshold']:.2e}", chosen=r == data["chosen"]) for r in data["rows"]]
-        target = data.get("target_param_ratio")
-        rule = (f"the smallest whose plan cuts the parameters {target:g}x (`prune.sweep.target_param_ratio`; it gives "
-                f"{data['chosen']['param_ratio']:.2f}x at quantile {data['chosen']['quantile']:.3f} of the magnitudes)"
-                if target else f"the largest within {100 * data.get('max_drop', 0.01):g} mAP50 point of threshold 0")
+        budget = [f"{what} {data[key]:g}x" for what, key in (("parameters", "target_param_ratio"), ("FLOPs", "target_flop_ratio"))
+                  if data.get(key)]
+        chosen = data["chosen"]
+        flops = f", {chosen['flop_ratio']:.2f}x fewer FLOPs" if "flop_ratio" in chosen else ""  # recorded since the FLOPs budget
+        rule = (f"the smallest whose plan cuts {' and '.join(budget)} (`prune.sweep.target_*`; it gives {chosen['param_ratio']:.2f}x "
+                f"fewer parameters{flops} at quantile {chosen['quantile']:.3f} of the magnitudes)"
+                if budget else f"the largest within {100 * data.get('max_drop', 0.01):g} mAP50 point of threshold 0")
         text += (f"\n**Singh threshold sweep, {row['subject']} {row['variant']}** (BCCD val, the sparse model after its "
                  f"sparsity epochs; weights zeroed below each threshold of the BN-folded magnitude; `chosen`: {rule}).\n\n"
                  + markdown_table(rows, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))

@@ -278,15 +278,17 @@ class SweepOptions:
     """Thresholds to try: absolute ``thresholds``, or else ``quantiles`` of the layer set's |w|
     (scale-free); the largest whose val mAP50 is at most ``max_drop`` below threshold 0 wins.
 
-    ``target_param_ratio`` (a parameter budget instead of a validation drop): the smallest threshold
-    whose Singh selection (``select``, ``min_keep``, ``round_to``) leaves at most ``1 / target`` of the
-    detector's parameters, found by bisection over the quantiles of |w|; ``thresholds``, ``quantiles``
-    and ``max_drop`` are then unused, and the sweep evaluates threshold 0 and the chosen one."""
+    ``target_param_ratio`` / ``target_flop_ratio`` (a budget instead of a validation drop): the smallest
+    threshold whose Singh selection (``select``, ``min_keep``, ``round_to``) leaves at most ``1 / target``
+    of the detector's parameters / FLOPs (each one set), found by bisection over the quantiles of |w|;
+    ``thresholds``, ``quantiles`` and ``max_drop`` are then unused, and the sweep evaluates threshold 0
+    and the chosen one."""
 
     thresholds: list[float] = option(factory=list)
     quantiles: list[float] = option(factory=lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95], min=1e-9, max=1 - 1e-9)
     max_drop: float = option(0.01, min=0.0)
     target_param_ratio: float | None = option(None, min=1.0)
+    target_flop_ratio: float | None = option(None, min=1.0)
 
 
 @dataclass

@@ -534,6 +534,10 @@ def test_teacher_objectness_at_matched_boxes_and_on_background(tmp_path):
     assert stats["obj_mean"] == pytest.approx(0.8, abs=1e-3) and stats["obj_ge_0.9"] == 0.0
     assert stats["bg_obj_mean"] == pytest.approx(0.2, abs=1e-3)  # only the far candidate overlaps no box
     assert stats["img_max_median"] == pytest.approx(0.9, abs=1e-3)
+    a = stats["per_class"]["a"]  # both counted boxes are class a; the difficult one does not count
+    assert (a["gt_boxes"], a["matched"], a["cands_per_box"]) == (2, 0.5, 0.5)  # one candidate at IoU >= 0.5 on two boxes
+    assert a["obj_median"] == pytest.approx(0.8, abs=1e-3) and a["cls_prob"] == pytest.approx(1 / 3, abs=1e-3)
+    assert stats["per_class"]["b"] == {"gt_boxes": 0, "matched": 0.0, "cands_per_box": 0.0, "obj_median": 0.0, "cls_prob": 0.0}
 
 
 def test_confident_background_counts_each_unlabeled_object_once(tmp_path):
@@ -558,3 +562,43 @@ def test_confident_background_counts_each_unlabeled_object_once(tmp_path):
     assert stats["gt_per_image"] == 1.0
     assert stats["bg_conf_per_image"] == 3.0
     assert stats["bg_conf_top_class"] == "b 0.67"
+    assert stats["per_class"]["a"]["cands_per_box"] == 1.0 and stats["per_class"]["a"]["cls_prob"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_teacher_targets_diagnostic_writes_per_class_rows_once(tmp_path):
+    """The three target rows of a (random, tiny) YOLOv2 teacher for the F-YOLO student on the built-in data, with
+    per-class columns; a second run of the same teacher, config and split adds nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from detkd.data.sources import read_split
+    from detkd.data.synthetic import generate_synthetic
+    from detkd.engine.checkpoint import save_detector
+    from detkd.engine.runner import build_detector
+
+    root = tmp_path / "data"
+    generate_synthetic(root, seed=3, counts={"train": 8, "val": 4, "test": 0, "unlabeled": 0}, size=96, workers=1, progress=False)
+    from detkd.config import load_config
+
+    data = dict(load_config(REPO / "configs/distill/fyolo_synthetic.py", {"data.root": str(root), "data.generate": None}).data)
+    train = read_split(data, "train")
+    torch.manual_seed(0)
+    teacher = build_detector({"name": "yolov2", "width": 0.125, "anchors": "kmeans", "num_anchors": 5}, train.class_names, 64, train)
+    save_detector(teacher, tmp_path / "teacher.pth")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "diagnose_teacher_targets.py"), "configs/distill/fyolo_synthetic.py",
+           str(tmp_path / "teacher.pth"), "--name", "tiny", "--data", str(root), "--results", str(tmp_path),
+           "--cfg-options", "data.generate=None", "imgsz=64", "model.width=0.125"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = json.loads((tmp_path / "diagnose_teacher_targets.json").read_text())["rows"]
+        assert [r["targets"] for r in rows] == ["teacher_own_decode", "targets_no_fmnms", "targets_fmnms_all"]
+    assert all(r["grid"] == "2x2" and r["imgsz"] == 64 and r["teacher_name"] == "tiny" for r in rows)
+    for name in train.class_names:
+        assert all(0.0 <= r[f"AP50_{name}"] <= 1.0 or r[f"AP50_{name}"] == -1 for r in rows)
+    assert "| tiny | targets_fmnms_all |" in (tmp_path / "diagnose_teacher_targets.md").read_text()

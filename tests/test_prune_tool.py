@@ -247,7 +247,7 @@ def test_singh_threshold_chosen_for_a_parameter_budget(ssd, tiny_data, tmp_path)
     sparse = load_detector(work / "sparse.pth")
     layers = resolve_layer_set(sparse, "all")
     sample = torch.cat([w.abs().flatten() for w in effective_weights(sparse, layers, True)]).detach()
-    found = pipeline._budget_threshold(sparse, layers, sample, target, steps=10)
+    found = pipeline._budget_threshold(sparse, layers, sample, {"params": target}, steps=10)
     below = float(torch.quantile(sample, found["quantile"] - 2.0 ** -10))
     plan_below = pipeline._singh_plan(sparse, layers, below)
     assert plan_below.params_before / plan_below.params_after < target <= found["param_ratio"]
@@ -255,6 +255,9 @@ def test_singh_threshold_chosen_for_a_parameter_budget(ssd, tiny_data, tmp_path)
     # a budget the selection cannot reach (every conv keeps min_keep filters) is refused, naming the option
     proc = _prune(ssd, work, tiny_data, "--stage", "sweep", options=("prune.sweep.target_param_ratio=1000",), ok=False)
     assert proc.returncode == 2 and "target_param_ratio=1000" in proc.stderr and "Traceback" not in proc.stderr
+    # a FLOPs budget as well: the threshold meets both (the larger cut decides)
+    both = pipeline._budget_threshold(sparse, layers, sample, {"params": target, "flops": found["flop_ratio"] * 1.2}, steps=10)
+    assert both["param_ratio"] >= target and both["flop_ratio"] >= found["flop_ratio"] * 1.2 and both["threshold"] > found["threshold"]
     # the sweep now depends on the selection: a changed select is not silently reused
     proc = _prune(ssd, work, tiny_data, options=(*budget, "prune.select.out_fraction=0.5"), ok=False)
     assert proc.returncode == 2 and "sweep.json was made with other settings" in proc.stderr and "prune.select" in proc.stderr

@@ -9,8 +9,8 @@ stage       does                                                  writes
 sparsity    (singh) train with loss + a sparsity penalty (L1,     ``W/sparsity/`` run, ``W/sparse.pth``
             group or BN-scale) on the layer set
 sweep       (singh) zero weights below each threshold, val mAP    ``W/sweep.json``, ``W/sweep.md``
-            (or, with ``sweep.target_param_ratio``, bisect for
-            the smallest threshold whose plan meets that budget)
+            (or, with ``sweep.target_param_ratio`` / ``_flop_ratio``,
+            bisect for the smallest threshold meeting that budget)
 plan        choose filters (singh: zero fractions after the       ``W/plan.json`` (edit it before
             chosen threshold; l1/taylor: lowest ``ratio``, per    ``apply`` if you like);
             layer or, with ``latency_aware``, per ms saved        ``W/latency.json`` (the layer
@@ -206,7 +206,7 @@ class PrunePipeline:
     def _stage_settings(self, stage: str) -> dict[str, Any]:
         stages = self.opts.stages
         keys = [k for s in stages[: stages.index(stage) + 1] for k in self._DEPENDS[s]]
-        if "sweep" in keys and self.opts.sweep.target_param_ratio is not None:
+        if "sweep" in keys and (self.opts.sweep.target_param_ratio is not None or self.opts.sweep.target_flop_ratio is not None):
             keys += ["select", "min_keep", "round_to"]  # a budget's threshold is found through the selection
         if self.opts.method != "singh":
             keys = ["layers", *keys]
@@ -270,59 +270,66 @@ class PrunePipeline:
         layers, opts, fold = self.layers(model), self.opts.sweep, self.opts.sparsity.fold_bn
         thresholds = list(opts.thresholds)
         sample = None
-        if not thresholds or opts.target_param_ratio is not None:
+        targets = {k: v for k, v in (("params", opts.target_param_ratio), ("flops", opts.target_flop_ratio)) if v is not None}
+        if not thresholds or targets:
             with torch.no_grad():
                 magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
             sample = magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]]
             thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
         budget: dict[str, float] = {}
-        if opts.target_param_ratio is not None:
+        if targets:
             assert sample is not None
-            budget = self._budget_threshold(model, layers, sample, opts.target_param_ratio)
+            budget = self._budget_threshold(model, layers, sample, targets)
             thresholds = [budget["threshold"]]
         rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold)
         if budget:
             chosen = rows[-1]
-            chosen.update(param_ratio=budget["param_ratio"], quantile=budget["quantile"])
+            chosen.update(param_ratio=budget["param_ratio"], flop_ratio=budget["flop_ratio"], quantile=budget["quantile"])
         else:
             chosen = choose_threshold(rows, opts.max_drop)
         atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
                                                     "target_param_ratio": opts.target_param_ratio,
+                                                    "target_flop_ratio": opts.target_flop_ratio,
                                                     "split": self.opts.eval_split})
         table = [dict(row, threshold=f"{row['threshold']:.2e}", chosen=row is chosen) for row in rows]
         write_markdown(self.path("sweep.md"), markdown_table(table, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
         print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}"
-              + (f", {budget['param_ratio']:.2f}x fewer parameters" if budget else ""))
+              + (f", {budget['param_ratio']:.2f}x fewer parameters, {budget['flop_ratio']:.2f}x fewer FLOPs" if budget else ""))
 
-    def _budget_threshold(self, model: nn.Module, layers: list[str], sample: torch.Tensor, target: float,
+    def _budget_threshold(self, model: nn.Module, layers: list[str], sample: torch.Tensor, targets: dict[str, float],
                           steps: int = 16) -> dict[str, float]:
         """The smallest threshold (a quantile of ``sample``, the layer set's BN-folded |w|) whose Singh plan
-        cuts the detector's parameters by at least ``target``x: ``{"threshold", "quantile", "param_ratio"}``.
-        Bisection over the quantile (a larger threshold zeroes a superset of weights, so marks a superset
-        of filters). Raises ConfigError when even zeroing every weight of the layer set falls short (every
-        conv keeps ``min_keep`` filters)."""
+        cuts the detector's parameters and / or FLOPs by at least ``targets["params"]`` / ``targets["flops"]``x:
+        ``{"threshold", "quantile", "param_ratio", "flop_ratio"}``. Bisection over the quantile (a larger
+        threshold zeroes a superset of weights, so marks a superset of filters). Raises ConfigError when even
+        zeroing every weight of the layer set falls short (every conv keeps ``min_keep`` filters)."""
 
-        def ratio(threshold: float) -> float:
+        def cut(threshold: float) -> dict[str, float]:
             plan = self._singh_plan(model, layers, threshold)
-            return plan.params_before / max(1, plan.params_after)
+            return {"params": plan.params_before / max(1, plan.params_after),
+                    "flops": plan.flops_before / max(1, plan.flops_after)}
+
+        def meets(got: dict[str, float]) -> bool:
+            return all(got[k] >= v for k, v in targets.items())
 
         top = float(sample.max()) * 1.001 + 1e-12
-        reach = ratio(top)
-        if reach < target:
-            raise ConfigError(f"prune.sweep.target_param_ratio={target:g}: Singh's selection removes at most "
-                              f"{reach:.2f}x of the parameters of this model (every conv keeps prune.min_keep="
-                              f"{self.opts.min_keep} filters); lower the target or min_keep")
+        reach = cut(top)
+        if not meets(reach):
+            option = {"params": "target_param_ratio", "flops": "target_flop_ratio"}
+            short = ", ".join(f"prune.sweep.{option[k]}={v:g} (at most {reach[k]:.2f}x)" for k, v in targets.items() if reach[k] < v)
+            raise ConfigError(f"{short}: Singh's selection cannot cut this model that far (every conv keeps "
+                              f"prune.min_keep={self.opts.min_keep} filters); lower the target or min_keep")
         lo, hi = 0.0, 1.0
         best = (top, 1.0, reach)
         for _ in range(steps):
             mid = (lo + hi) / 2
             threshold = float(torch.quantile(sample, mid))
-            got = ratio(threshold)
-            if got >= target:
+            got = cut(threshold)
+            if meets(got):
                 hi, best = mid, (threshold, mid, got)
             else:
                 lo = mid
-        return {"threshold": best[0], "quantile": best[1], "param_ratio": best[2]}
+        return {"threshold": best[0], "quantile": best[1], "param_ratio": best[2]["params"], "flop_ratio": best[2]["flops"]}
 
     def _singh_plan(self, model: nn.Module, layers: list[str], threshold: float) -> PruningPlan:
         """Singh's plan for ``model`` (the sparse one) at ``threshold``: the filters its zero fractions mark
