@@ -3,7 +3,7 @@
 
     python benchmarks/prune_ssd.py --checkpoint benchmarks/work/baselines_bccd/ssd_cpu/best_coco_AP50_epoch_30.pth
         [--data ../shared/data/bccd] [--retrain-epochs 10] [--sparsity-epochs 10] [--ratios 0.5 0.7]
-        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox|group_prox_flops|group_prox_sqrt_flops|budget] [--seed 0] [--threads 2]
+        [--only singh l1 taylor ssd300] [--variant paper|rounded|distill|group|bn_scale|latency|group_prox|group_prox_flops|group_prox_sqrt_flops|budget|budget_flops] [--seed 0] [--threads 2]
 
 Every BCCD row runs ``tools/prune.py configs/prune/ssd_cpu_bccd.py`` (the real tool) in its own work
 dir under benchmarks/work/prune_ssd/ and takes its rows from the tool's report: ``unpruned`` (the
@@ -28,7 +28,8 @@ each conv's term weighted by the multiply-adds one of its filters costs: ``prune
 ``group_prox_sqrt_flops`` (weighted by their square roots: ``prune.sparsity.cost_power=0.5``), ``latency`` (+ l1/taylor plans ranked by importance per ms saved, from
 the layer latency table), ``budget`` (Singh's pipeline with the paper's L1 sparsity, its threshold chosen for a parameter
 budget instead of a validation drop: ``prune.sweep.target_param_ratio`` = :data:`BUDGET_PARAM_RATIO`, the L1 0.67 rounded
-rows' 7.0x, + rounding and distilled retraining as those rows have). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
+rows' 7.0x, + rounding and distilled retraining as those rows have), ``budget_flops`` (the same with a FLOPs budget,
+``prune.sweep.target_flop_ratio`` = :data:`BUDGET_FLOP_RATIO`: the cut the latency target needs). ``paper`` is the recipe as published (no rounding). Rows carry ``variant``
 and ``subject`` (the checkpoint's model and width, then ``@`` and the first 8 hex digits of the file's
 SHA-256: a subject trained again is another subject, never compared with the first one's rows), so a
 width-0.5 SSD and the width-0.25 one sit in one table (rows made before the hash was recorded name the
@@ -75,6 +76,9 @@ ROUNDED = ["prune.round_to=8"]
 # the budget variant's parameter cut: the L1 0.67 rounded rows' (7.03x on the width-0.5 subject), above the 6.7x target,
 # so Singh's selection and L1's are compared at one size with one retraining
 BUDGET_PARAM_RATIO = 7.0
+# the budget_flops variant's FLOPs cut: about what 3x lower latency needs on this CPU (the L1 rows turned 6.5x fewer
+# FLOPs into 4.0-5.6x, flops_to_latency 0.62-0.88; the unrounded Singh rows 0.85-1.0)
+BUDGET_FLOP_RATIO = 4.0
 VARIANTS = {  # extra prune options per variant (the methods they do not apply to ignore them)
     "paper": ["prune.round_to=1"],
     "rounded": ROUNDED,
@@ -88,6 +92,7 @@ VARIANTS = {  # extra prune options per variant (the methods they do not apply t
     "group_prox_sqrt_flops": [*ROUNDED, "prune.retrain.distill=True", "prune.sparsity.kind=group",
                               "prune.sparsity.proximal=True", "prune.sparsity.cost=flops", "prune.sparsity.cost_power=0.5"],
     "budget": [*ROUNDED, "prune.retrain.distill=True", f"prune.sweep.target_param_ratio={BUDGET_PARAM_RATIO}"],
+    "budget_flops": [*ROUNDED, "prune.retrain.distill=True", f"prune.sweep.target_flop_ratio={BUDGET_FLOP_RATIO}"],
 }
 # lambda of the proximal variants (their step is lr_t * lambda per optimizer step, outside Adam): the sparsity stage's
 # 130 steps (BCCD train, batch 16, 10 epochs) of the cosine schedule from lr 1e-3 with its 10-step warm-up sum to about

@@ -89,6 +89,8 @@ def test_budget_variant_is_singh_with_the_l1_rows_parameter_cut(prune_ssd):
     assert set(options) - set(prune_ssd.VARIANTS["distill"]) == {"prune.sweep.target_param_ratio=7.0"}
     assert prune_ssd.BUDGET_PARAM_RATIO >= prune_ssd.TARGETS["param_ratio"]  # the budget meets the parameter target
     assert not any("sparsity" in o for o in options)  # the paper's L1 sparsity stage, as configured
+    flops = prune_ssd.VARIANTS["budget_flops"]
+    assert set(flops) - set(prune_ssd.VARIANTS["distill"]) == {"prune.sweep.target_flop_ratio=4.0"}
 
 
 def _student(method, seed, mAP50, teacher=None, latency=10.0):
