@@ -95,6 +95,23 @@ def test_cached_boxes_follow_a_flip_like_the_online_teacher_sees_it(data, tmp_pa
         assert all(abs(moved[k] - seen[k]) < 2e-3 for k in seen)
 
 
+def test_the_cache_counts_the_candidates_its_top_n_cut_leaves_out(data, tmp_path):
+    """16 candidates per image (the grid teacher), 4 kept: every further one at objectness >= DROP_WARN is counted."""
+    index = read_voc(data, "train")
+    teacher = GridTeacher(index.class_names)
+    ckpt = tmp_path / "grid.bin"
+    ckpt.write_bytes(b"grid teacher")
+    images, _ = _batch(DetectionDataset(index, build_eval_transform(IMGSZ)))
+    with torch.no_grad():
+        obj = teacher.candidates(teacher(images)).obj  # [B, 16]: what the cache sees, image by image
+    over = (obj >= cache_module.DROP_WARN).sum(dim=1)
+    expected = {"candidates": int((over - 4).clamp(min=0).sum()), "images": int((over > 4).sum())}
+    assert expected["candidates"] > 0  # the check can fail: bright cells beyond the 4th exist
+    assert TeacherCache.load_or_build(teacher, ckpt, index.records, top_n=4, folder=tmp_path / "c").dropped == expected
+    assert TeacherCache.load_or_build(teacher, ckpt, index.records, top_n=4, folder=tmp_path / "c").dropped == expected  # read back
+    assert TeacherCache.load_or_build(teacher, ckpt, index.records, top_n=16, folder=tmp_path / "c").dropped == {"candidates": 0, "images": 0}
+
+
 def test_the_cache_is_reused_and_rebuilt_when_its_key_changes(data, tmp_path, monkeypatch):
     index = read_voc(data, "train")
     teacher = GridTeacher(index.class_names)

@@ -13,6 +13,12 @@ geometric augmentation (letterbox, affine scale/translate, flip) exactly like th
 distiller turns them back into candidates in the student's pixels and projects them like online
 ones (:meth:`detkd.distill.teachers.TeacherAdapter.project_cached`). Photometric augmentation is not
 seen by a cached teacher (it saw the image as it is), and FitNets hints need the online teacher.
+
+The top-N cut is the one place where a cached teacher differs from the online one, which projects
+every candidate: in a crowded image a dense teacher spends many candidates on each large object
+(the BCCD SSD: 6.7 per red cell), and the small, less certain objects fall below the N-th. The cache
+counts what it drops at objectness >= :data:`DROP_WARN` (``TeacherCache.dropped``) and the runner
+warns with those counts; on BCCD N = 100 kept 19 % of the SSD's platelets, N = 1000 kept 95 %.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from detkd.fileio import atomic_write_bytes, file_sha256
 __all__ = ["TeacherCache", "cache_key", "teacher_sha256"]
 
 FORMAT = 1
+
+DROP_WARN = 0.1  # a candidate the top-N cut drops at or above this objectness is counted (TeacherCache.dropped)
 
 
 def teacher_sha256(teacher: nn.Module, checkpoint: str | Path) -> str:
@@ -75,6 +83,8 @@ class TeacherCache:
         self.index = {p: (offsets[i], offsets[i + 1]) for i, p in enumerate(data["paths"])}
         self.boxes, self.obj, self.cls = data["boxes"].numpy(), data["obj"].numpy(), data["cls"].numpy()
         self.class_names: list[str] = list(data["class_names"])
+        # what the top-N cut left out at objectness >= DROP_WARN (files written before it was counted: unknown)
+        self.dropped: dict[str, int] | None = data.get("dropped")
 
     def lookup(self, path: Path) -> dict[str, np.ndarray] | None:
         """The candidates of one image, or None when it was not cached (it could not be read)."""
@@ -115,6 +125,7 @@ def _compute(teacher: nn.Module, records: Sequence[ImageRecord], imgsz: int, top
     paths: list[str] = []
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     batch: list[tuple[str, np.ndarray, tuple[float, float]]] = []
+    dropped = {"candidates": 0, "images": 0}
 
     def flush() -> None:
         images = torch.from_numpy(np.stack([b[1] for b in batch])).permute(0, 3, 1, 2).to(device).float() / 255.0
@@ -122,6 +133,9 @@ def _compute(teacher: nn.Module, records: Sequence[ImageRecord], imgsz: int, top
         for i, (path, _, (sx, sy)) in enumerate(batch):
             obj = cands.obj[i].float()
             top = torch.topk(obj, min(top_n, obj.numel())).indices
+            lost = int((obj >= DROP_WARN).sum()) - int((obj[top] >= DROP_WARN).sum())
+            dropped["candidates"] += lost
+            dropped["images"] += int(lost > 0)
             boxes = cands.boxes[i][top].float().cpu() / torch.tensor([sx, sy, sx, sy])
             parts.append((boxes.half(), obj[top].cpu().half(), cands.cls[i][top].float().cpu().half()))
             paths.append(path)
@@ -148,4 +162,5 @@ def _compute(teacher: nn.Module, records: Sequence[ImageRecord], imgsz: int, top
         "obj": torch.cat([p[1] for p in parts]) if parts else torch.zeros(0, dtype=torch.float16),
         "cls": torch.cat([p[2] for p in parts]) if parts else torch.zeros(0, num_k, dtype=torch.float16),
         "class_names": list(teacher.class_names),
+        "dropped": dropped,
     }

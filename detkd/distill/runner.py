@@ -32,7 +32,7 @@ from detkd.data.dataset import DetectionDataset
 from detkd.data.mixed import MixedDataset, as_unlabeled
 from detkd.data.records import DatasetIndex
 from detkd.data.transforms import build_train_transform
-from detkd.distill.cache import TeacherCache
+from detkd.distill.cache import DROP_WARN, TeacherCache
 from detkd.distill.distiller import DistillConfig, DistillModel, HintTap
 from detkd.distill.teachers import build_teacher_adapter
 from detkd.config import run_options
@@ -164,6 +164,10 @@ def _cached_teacher(cfg: Config, opts: RunOptions, teacher_cfg: dict[str, Any], 
     cache = TeacherCache.load_or_build(teacher, str(teacher_cfg["checkpoint"]), records, opts.teacher.cache_top_n,
                                        opts.teacher.cache_dir)
     print(f"[teacher cache] {len(cache.index)} images, top {opts.teacher.cache_top_n} candidates each: {cache.path}", flush=True)
+    if cache.dropped and cache.dropped["candidates"]:
+        print(f"[teacher cache] warning: the top-{opts.teacher.cache_top_n} cut left out {cache.dropped['candidates']} candidates "
+              f"with objectness >= {DROP_WARN} in {cache.dropped['images']} of {len(cache.index)} images (an online teacher "
+              "projects them; small objects lose most); a larger teacher.cache_top_n keeps them", flush=True)
     return teacher, cache
 
 
