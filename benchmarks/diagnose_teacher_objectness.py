@@ -95,10 +95,10 @@ def objectness_stats(cache: TeacherCache, index: DatasetIndex) -> dict[str, floa
         image_max.append(float(obj.max()))
         boxes = torch.as_tensor(np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4))
         iou = box_iou(boxes, torch.as_tensor(cands["boxes"]))  # [G, N], both xyxy in the image's pixels; N > 0
-        best, which = iou[torch.as_tensor(record.not_difficult)].max(dim=1)  # per counted box (none: empty)
+        counted_iou = iou[torch.as_tensor(record.not_difficult)]  # [G', N]: the boxes that count
+        best, which = counted_iou.max(dim=1)  # per counted box (none: empty)
         found = best >= MATCH_IOU
         matched.extend(obj[which[found].numpy()].tolist())
-        counted_iou = iou[torch.as_tensor(record.not_difficult)]
         labels = np.asarray(record.labels).reshape(-1)[np.asarray(record.not_difficult, dtype=bool)]
         probs = np.asarray(cands["cls"], dtype=np.float64)
         for j, label in enumerate(labels.tolist()):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 import detkd  # noqa: F401  (offline environment first)
-from detkd.config import load_config, parse_value
+from detkd.config import DictAction, load_config
 from detkd.engine.benchmark import machine_info
 from detkd.engine.results import ResultsFile, markdown_table, relative_path, write_markdown
 from detkd.fileio import file_sha256
@@ -100,13 +100,14 @@ def main() -> int:
     parser.add_argument("--data", help="data.root override")
     parser.add_argument("--split", default="val")
     parser.add_argument("--trust", action="store_true", help="allow unpickling the teacher file")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="more config overrides (e.g. teacher.imgsz=320)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
+                        help="more config overrides (e.g. teacher.imgsz=320)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)  # tests write elsewhere
     args = parser.parse_args()
     options: dict[str, Any] = {"teacher.checkpoint": str(args.teacher), "teacher.trust": args.trust}
     if args.data:
         options["data.root"] = args.data
-    options.update({k: parse_value(v) for k, v in (o.split("=", 1) for o in args.cfg_options)})
+    options.update(args.cfg_options)
     cfg = load_config(args.config, options)
     label = f"{args.teacher.stem}@{file_sha256(args.teacher)[:8]}"
     command = "python benchmarks/diagnose_teacher_targets.py " + " ".join(sys.argv[1:])

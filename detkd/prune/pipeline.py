@@ -269,18 +269,17 @@ class PrunePipeline:
         model = load_detector(self._need("sparse.pth", "sparsity"))
         layers, opts, fold = self.layers(model), self.opts.sweep, self.opts.sparsity.fold_bn
         thresholds = list(opts.thresholds)
-        sample = None
         targets = {k: v for k, v in (("params", opts.target_param_ratio), ("flops", opts.target_flop_ratio)) if v is not None}
+        budget: dict[str, float] = {}
         if not thresholds or targets:
             with torch.no_grad():
                 magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
             sample = magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]]
-            thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
-        budget: dict[str, float] = {}
-        if targets:
-            assert sample is not None
-            budget = self._budget_threshold(model, layers, sample, targets)
-            thresholds = [budget["threshold"]]
+            if targets:
+                budget = self._budget_threshold(model, layers, sample, targets)
+                thresholds = [budget["threshold"]]
+            else:
+                thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
         rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold)
         if budget:
             chosen = rows[-1]
