@@ -62,7 +62,7 @@ from typing import Any
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
-from detkd.engine.benchmark import evaluate_and_time, machine_info, train_step_ms, validation_curve
+from detkd.engine.benchmark import evaluate_and_time, machine_info, paired_onnx_latency, train_step_ms, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.fileio import atomic_write_json, atomic_write_text, file_sha256
@@ -95,7 +95,8 @@ OPTIONS = {  # cfg-options per distillation row
     "kd_hints": ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True"],
 }
 COLUMNS = ["method", "seed", "epochs", "teacher_cache", "student_width", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms",
-           "speedup", "train_step_ms", "teacher_model", "kd_options"]
+           "teacher_latency_ms", "speedup", "train_step_ms", "teacher_model", "kd_options"]
+PAIR_ROUNDS = 5  # a distilled row and its teacher are timed in alternation, this many rounds of 30 runs each
 KEY = ("method", "dataset", "seed", "epochs", "teacher_cache", "teacher_model", "series", "student_width", "imgsz",
        "kd_options")  # one row per run
 # ``series``: None for rows of the current protocol; rows kept from an earlier protocol name it (their own
@@ -471,12 +472,32 @@ def _checkpoint_epochs(path: Path) -> int | None:
     return load_checkpoint_file(path).get("meta", {}).get("epoch")
 
 
+def time_beside_teacher(row: dict[str, Any], teacher: Path, index: Any, threads: int) -> None:
+    """Time a distilled row's student (its ONNX file, ``WORK/onnx/<name>.onnx``) and its ``teacher`` in alternation
+    (:func:`~detkd.engine.benchmark.paired_onnx_latency`, :data:`PAIR_ROUNDS` rounds), on a real ``index`` image at
+    each one's input size: the row's ``onnx_latency_ms`` and ``teacher_latency_ms`` then come from one machine state
+    and its speedup divides the two (``paired_speedups``: the ratio of each round). The teacher's graph is exported
+    once per file and size (``WORK/onnx/teacher_<sha8>_<size>.onnx``)."""
+    from detkd.export.onnx import export_onnx, sample_images
+
+    size = teacher_imgsz(teacher)
+    teacher_onnx = WORK / "onnx" / f"teacher_{file_sha256(teacher)[:8]}_{size}.onnx"
+    teacher_images = sample_images(index, size, count=4)
+    if not teacher_onnx.is_file():
+        export_onnx(load_row_model(teacher, "teacher", size, index.class_names), teacher_onnx, size, check_images=teacher_images)
+    student = sample_images(index, int(row["imgsz"]), count=1)
+    pair = paired_onnx_latency((WORK / "onnx" / f"{row['name']}.onnx", student), (teacher_onnx, teacher_images[:1]), threads,
+                               rounds=PAIR_ROUNDS)
+    row.update(onnx_latency_ms=pair["first_ms"], teacher_latency_ms=pair["second_ms"], paired_speedups=pair["ratios"])
+
+
 def retime(results: ResultsFile, args: argparse.Namespace) -> None:
     """Re-measure params/FLOPs/latency of every current row of ``--dataset`` from its checkpoint and ONNX file, one
     after the other, so all rows share one machine state (accuracy columns are kept). Rows of another series keep
     their timings: their checkpoint paths may now hold another run's file (a retired teacher's rows share the
     paths of the rows that replaced them). A teacher row is retimed only when every current row distilled from it
-    can be: its speedups divide their latency by the teacher's, and both must come from one phase."""
+    can be: its speedups divide their latency by the teacher's, and both must come from one phase. A distilled row
+    whose teacher file is here is also timed beside it (:func:`time_beside_teacher`): its speedup is then its own pair's."""
     from detkd.engine.benchmark import benchmark_detector
     from detkd.export.onnx import export_onnx, sample_images
 
@@ -502,8 +523,12 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         if not onnx_path.is_file():  # work folders do not outlive a machine: export again
             export_onnx(detector, onnx_path, int(row["imgsz"]), check_images=images)
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
+        teacher = checkpoint({"checkpoint": row["teacher"]}) if row["method"] in STUDENT_KD and row.get("teacher") else None
+        if teacher is not None and teacher.is_file():
+            time_beside_teacher(row, teacher, read_split(dict(cfg.data), "val"), args.threads)
         results.add(row, key=KEY)
-        print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms", flush=True)
+        paired = f", its teacher {row['teacher_latency_ms']:.2f} ms beside it" if row.get("paired_speedups") else ""
+        print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms{paired}", flush=True)
 
 
 def retire_teacher(results: ResultsFile, label: str, dataset: str) -> int:
@@ -576,6 +601,8 @@ def main() -> int:
         curve = validation_curve(ckpt.parent)
         name = f"{args.dataset}_{method}{row_suffix(method, args)}" + (f"_s{seed}" if method != "teacher" else "")
         row = evaluate_and_time(name, detector, val, WORK / "onnx", args.threads, dataset=args.dataset)
+        if method in STUDENT_KD and row_teacher is not None:  # its speedup from one machine state
+            time_beside_teacher(row, row_teacher, val, args.threads)
         epochs = args.epochs
         if method == "teacher":  # the epochs its checkpoint records
             epochs = _checkpoint_epochs(ckpt) or args.teacher_epochs
@@ -639,8 +666,9 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
                     f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
                     f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
             if teacher:
+                beside = (f", timed beside it ({pick['paired']} of {pick['n']} runs)" if pick.get("paired") else "")
                 line += (f"; keeps **{100 * pick['mAP50'] / teacher['mAP50']:.0f} %** of its teacher's ({source}) mAP50 at "
-                         f"**{teacher['onnx_latency_ms'] / pick['onnx_latency_ms']:.1f}x** lower ONNX latency (target 95 % at 5x)")
+                         f"**{pick['speedup']:.1f}x** lower ONNX latency{beside} (target 95 % at 5x)")
             if base.get("train_step_ms") and pick.get("train_step_ms"):
                 line += f"; its training step costs {pick['train_step_ms'] / base['train_step_ms']:.2f}x a labels-only step"
             lines.append(line + ".")
@@ -670,9 +698,11 @@ def write_report(results: ResultsFile) -> None:
         teacher = teachers.get(default_teacher(dataset), next(iter(teachers.values()), None))
         sizes = [r.get("imgsz") for r in rows if r["method"] != "teacher"]
         common = teacher.get("imgsz") if teacher else max(set(sizes), key=sizes.count, default=None)
-        for r in rows:  # distilled rows and each teacher: against their own teacher
+        for r in rows:  # distilled rows and each teacher: against their own teacher (timed beside it, where it was)
             own = teachers.get(r.get("teacher_model")) if r["method"] in (*STUDENT_KD, "teacher") else teacher
             r["speedup"] = own["onnx_latency_ms"] / r["onnx_latency_ms"] if own else None
+            if r["method"] in STUDENT_KD and r.get("teacher_latency_ms"):
+                r["speedup"] = r["teacher_latency_ms"] / r["onnx_latency_ms"]
             r["group"] = group_name(r, by_teacher=len(teachers) > 1, imgsz=common)
         summaries = seed_summary(rows, "group", ["mAP50", "AP", "onnx_latency_ms", "train_step_ms"])
         for s in summaries:
@@ -686,7 +716,11 @@ def write_report(results: ResultsFile) -> None:
             members = [r for r in rows if r["group"] == s["group"]]
             steps = [r["train_step_ms"] for r in members if r.get("train_step_ms")]
             own = teachers.get(s["teacher_model"]) if s["method"] in (*STUDENT_KD, "teacher") else teacher
-            speedup = f"{own['onnx_latency_ms'] / s['onnx_latency_ms']:.2f}x" if own else "-"
+            paired = [r["speedup"] for r in members if r.get("teacher_latency_ms")]
+            s["speedup"] = statistics.mean(paired) if paired else own["onnx_latency_ms"] / s["onnx_latency_ms"] if own else None
+            s["paired"] = len(paired)
+            speedup = "-" if s["speedup"] is None else f"{s['speedup']:.2f}x" + (
+                "" if not paired else " (paired)" if len(paired) == len(members) else f" (paired {len(paired)}/{len(members)})")
             step = f"{statistics.median(steps):.0f} ({min(steps):.0f}-{max(steps):.0f})" if steps else "-"
             s["train_step_ms"] = statistics.median(steps) if steps else None  # median: robust to one disturbed run
             table.append(f"| {s['group']} | {s['n']} | {mean_sd([r['mAP50'] for r in members])} | "

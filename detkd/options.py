@@ -282,8 +282,14 @@ class SweepOptions:
     threshold whose Singh selection (``select``, ``min_keep``, ``round_to``) leaves at most ``1 / target``
     of the detector's parameters / FLOPs (each one set), found by bisection over the quantiles of |w|;
     ``thresholds``, ``quantiles`` and ``max_drop`` are then unused, and the sweep evaluates threshold 0
-    and the chosen one."""
+    and the chosen one.
 
+    ``scope``: ``global`` (the paper) compares every weight of the layer set with one magnitude; ``layer``
+    reads each threshold as a quantile and zeroes every conv's own smallest fraction of weights
+    (:func:`detkd.prune.sparsity.layer_thresholds`), so Singh's selection thins every layer instead of
+    the deep parameter-heavy ones only (``thresholds`` are magnitudes: use ``quantiles`` with it)."""
+
+    scope: str = option("global", choices=("global", "layer"))
     thresholds: list[float] = option(factory=list)
     quantiles: list[float] = option(factory=lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95], min=1e-9, max=1 - 1e-9)
     max_drop: float = option(0.01, min=0.0)

@@ -507,10 +507,70 @@ def test_retime_keeps_each_teacher_in_one_phase_with_its_students(tmp_path, monk
     monkeypatch.setattr(onnx, "export_onnx", lambda *a, **k: None)
     monkeypatch.setattr(benchmark, "benchmark_detector", lambda *a, **k: timed.append(1) or {"onnx_latency_ms": 1.0})
     monkeypatch.setattr(ablation, "KEY", ("name",))
+    beside = []
+    monkeypatch.setattr(ablation, "time_beside_teacher", lambda row, teacher, index, threads: beside.append((row["name"], teacher)))
     ablation.retime(results, argparse.Namespace(dataset="bccd", data=str(tmp_path), threads=2))
     latency = {r["name"]: r["onnx_latency_ms"] for r in results.rows}
     assert latency == {"teacher_A": 1.0, "kd_A": 1.0, "teacher_B": 10.0, "kd_B_lost": 10.0, "kd_retired": 10.0}
     assert len(timed) == 2
+    assert beside == []  # kd_A records no teacher file: nothing to pair it with
+    results.add({**next(r for r in results.rows if r["name"] == "kd_A"), "teacher": str(present)}, key=("name",))
+    ablation.retime(results, argparse.Namespace(dataset="bccd", data=str(tmp_path), threads=2))
+    assert beside == [("kd_A", present)]  # timed beside its teacher; teacher rows and the retired series are not
+
+
+def test_a_distilled_row_timed_beside_its_teacher_gets_its_own_speedup(tmp_path, monkeypatch):
+    """Rows with ``teacher_latency_ms`` (timed in alternation with their teacher) divide by their own pair, not by the
+    teacher row's latency from another phase; the table and the targets say how many runs were paired."""
+    ablation, results = _ablation(tmp_path, monkeypatch)
+    big = {"imgsz": 512}
+    rows = [{**_student("labels_only", 0, 0.80, latency=20.0), **big},
+            {**_student("kd_full_unlabeled", 0, 0.84, "T", latency=10.0), **big, "teacher_latency_ms": 60.0},  # 6.0x
+            {**_student("kd_full_unlabeled", 1, 0.86, "T", latency=12.0), **big, "teacher_latency_ms": 60.0},  # 5.0x
+            {**_student("kd_plain", 0, 0.83, "T", latency=10.0), **big, "teacher_latency_ms": 40.0},  # 4.0x
+            {**_student("kd_plain", 1, 0.83, "T", latency=10.0), **big},  # unpaired: the teacher row's 100 ms, 10.0x
+            _student("teacher", 0, 0.88, "T", latency=100.0)]
+    for row in rows:
+        results.add(row, key=ablation.KEY)
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    # the mean of the pairs' speedups (6.0, 5.0), not 100 ms over the mean latency (9.1x)
+    assert "| kd_full_unlabeled (30 ep, cached, 512 px) | 2 | 0.850 ± 0.014 | 0.425 ± 0.007 | 11.0 | 5.50x (paired) |" in text
+    assert "| kd_plain (30 ep, cached, 512 px) | 2 | 0.830 ± 0.000 | 0.415 ± 0.000 | 10.0 | 4.00x (paired 1/2) |" in text
+    full = next(line for line in text.splitlines() if "full distillation" in line)
+    assert "keeps **97 %** of its teacher's (T) mAP50 at **5.5x** lower ONNX latency, timed beside it (2 of 2 runs)" in full
+    per_run = {(r["method"], r["seed"]): r["speedup"] for r in results.rows}
+    assert per_run[("kd_plain", 1)] == pytest.approx(10.0) and per_run[("kd_full_unlabeled", 1)] == pytest.approx(5.0)
+
+
+def test_paired_latency_alternates_the_two_graphs_on_real_onnx_files(tmp_path, monkeypatch):
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    import detkd.engine.benchmark as benchmark
+
+    graphs = {}
+    for name, size in (("small", 8), ("large", 16)):  # images -> images + images, at a fixed input size
+        shape = [1, 3, size, size]
+        graph = helper.make_graph([helper.make_node("Add", ["images", "images"], ["out"])], name,
+                                  [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)])
+        graphs[name] = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), graphs[name])
+    order, fake = [], iter([1.0, 5.0, 2.0, 6.0, 1.5, 9.0])  # first, second, first, second, ...
+
+    def timed(fn, warmup, iters):
+        out = fn()[0]
+        order.append(out.shape[-1])  # which graph ran: its real output's size
+        return benchmark.Timing(next(fake), 0.0, 0.0, iters)
+
+    monkeypatch.setattr(benchmark, "time_fn", timed)
+    pair = benchmark.paired_onnx_latency((graphs["small"], torch.rand(1, 3, 8, 8)), (graphs["large"], torch.rand(1, 3, 16, 16)),
+                                         threads=1, rounds=3)
+    assert order == [8, 16, 8, 16, 8, 16]
+    assert pair["first_ms"] == 1.5 and pair["second_ms"] == 6.0 and pair["rounds"] == 3
+    assert pair["ratios"] == [5.0, 3.0, 6.0] and pair["ratio"] == 5.0
 
 
 def test_teacher_objectness_at_matched_boxes_and_on_background(tmp_path):

@@ -289,6 +289,44 @@ def test_bn_folded_magnitudes_drive_penalty_and_threshold():
     assert singh_selection(graph, [C43], 0.9, 0.9, "or", 1)[C43] == [1, 4]
 
 
+def test_layer_scope_thresholds_thin_every_conv_alike_where_a_global_one_empties_the_small_conv():
+    """One conv whose weights are all smaller than another's: a global threshold at the large conv's smallest
+    magnitude zeroes all of the small conv and none of the large one; the per-layer quantile 0.5 zeroes exactly half
+    of each (distinct magnitudes)."""
+    from detkd.prune.sparsity import layer_thresholds, resolve_threshold
+
+    model = tiny_ssd()
+    small, large = "backbone.extra.1.conv8_1.0", "backbone.extra.1.conv8_2.0"  # no BatchNorm: raw magnitudes
+    layers = [small, large]
+    sizes = {n: model.get_submodule(n).weight.numel() for n in layers}
+    assert sizes[small] != sizes[large]  # the quantile is each conv's own
+    scale = {small: 1.0 / 2 ** 13, large: 1.0}  # small: magnitudes (1..n) / 8192 < 1 (n = 4096); large: 1..n
+    with torch.no_grad():
+        for name in layers:
+            w = model.get_submodule(name).weight
+            w.copy_((torch.randperm(w.numel(), generator=torch.Generator().manual_seed(1)).float() + 1).view_as(w) * scale[name])
+    glob = copy.deepcopy(model)
+    zero_below(glob, layers, resolve_threshold(glob, layers, 1.0, "global"))
+    assert int((glob.get_submodule(small).weight == 0).sum()) == sizes[small]
+    assert int((glob.get_submodule(large).weight == 0).sum()) == 0
+    thresholds = layer_thresholds(model, layers, 0.5)
+    assert thresholds == resolve_threshold(model, layers, 0.5, "layer")
+    # magnitudes 1..n (times the scale): the floor(n / 2)-th smallest is floor(n / 2) + 1, and exactly floor(n / 2) lie below it
+    assert all(thresholds[n] == (sizes[n] // 2 + 1) * scale[n] for n in layers)
+    fraction = zero_below(model, layers, thresholds)
+    for name in layers:
+        assert int((model.get_submodule(name).weight == 0).sum()) == sizes[name] // 2
+    assert fraction == pytest.approx((sizes[small] // 2 + sizes[large] // 2) / (sizes[small] + sizes[large]))
+    # quantile 1 zeroes everything, 0 nothing (no weight is exactly zero)
+    assert zero_below(copy.deepcopy(model), layers, layer_thresholds(model, layers, 1.0)) == 1.0
+    fresh = tiny_ssd()
+    assert zero_below(fresh, layers, layer_thresholds(fresh, layers, 0.0)) == 0.0
+    with pytest.raises(ValueError, match="scope"):
+        resolve_threshold(model, layers, 0.5, "net")
+    with pytest.raises(ValueError, match="prune.sweep.scope"):
+        PruneOptions.from_dict({"sweep": {"scope": "net"}})
+
+
 def test_a_finished_stage_made_with_other_settings_is_refused_not_reused(tmp_path):
     """Stale artefacts: plan.json made at ratio 0.5 is not silently reused for ratio 0.7."""
     from detkd.config import load_config

@@ -263,6 +263,47 @@ def test_singh_threshold_chosen_for_a_parameter_budget(ssd, tiny_data, tmp_path)
     assert proc.returncode == 2 and "sweep.json was made with other settings" in proc.stderr and "prune.select" in proc.stderr
 
 
+def test_singh_per_layer_threshold_for_a_parameter_budget(ssd, tiny_data, tmp_path):
+    """prune.sweep.scope=layer: the budget's threshold is one quantile of every conv's own magnitudes, the plan is
+    Singh's selection after zeroing that fraction of each conv, and magnitudes given as thresholds are refused."""
+    from detkd.config import load_config, parse_value
+    from detkd.prune.groups import resolve_layer_set
+    from detkd.prune.pipeline import PrunePipeline
+    from detkd.prune.sparsity import layer_thresholds
+
+    work, target = tmp_path / "singh_layer", 2.5
+    budget = ("prune.sweep.scope=layer", f"prune.sweep.target_param_ratio={target}")
+    out = _prune(ssd, work, tiny_data, "--stage", "sparsity", "sweep", "plan", options=budget).stdout
+    assert "[prune] per-layer quantile" in out
+    sweep = json.loads((work / "sweep.json").read_text())
+    chosen = sweep["chosen"]
+    assert sweep["scope"] == "layer" and chosen == sweep["rows"][1] and 0.0 < chosen["threshold"] == chosen["quantile"] < 1.0
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["options"]["threshold"] == chosen["threshold"] and plan["options"]["threshold_scope"] == "layer"
+    assert plan["params_before"] / plan["params_after"] == pytest.approx(chosen["param_ratio"]) and chosen["param_ratio"] >= target
+
+    # the plan is Singh's selection on the model with each conv's own smallest fraction zeroed: computed here again
+    cfg = load_config(REPO / CONFIG, {k: parse_value(v) for k, v in (o.split("=", 1) for o in [*_options(tiny_data), *budget])})
+    pipeline = PrunePipeline(cfg, ssd, work)
+    sparse = load_detector(work / "sparse.pth")
+    layers = resolve_layer_set(sparse, "all")
+    again = pipeline._singh_plan(sparse, layers, chosen["threshold"])
+    assert {x.name: x.removed for x in again.layers if x.removed} == {x["name"]: x["removed"] for x in plan["layers"] if x["removed"]}
+    # each conv's threshold is its own: the quantile zeroes (about) that fraction of every conv
+    thresholds = layer_thresholds(sparse, layers, chosen["threshold"])
+    assert len(set(thresholds.values())) > 1
+    # the smallest such quantile: one bisection step below it the plan falls short of the budget
+    found = pipeline._budget_threshold(sparse, layers, None, {"params": target}, steps=10)
+    below = pipeline._singh_plan(sparse, layers, found["quantile"] - 2.0 ** -10)
+    assert below.params_before / below.params_after < target <= found["param_ratio"] and found["threshold"] == found["quantile"]
+
+    # magnitudes as thresholds mean nothing per layer: refused in one line, naming both options
+    proc = _prune(ssd, work, tiny_data, "--stage", "sweep", options=("prune.sweep.scope=layer", "prune.sweep.thresholds=[0.01]"),
+                  ok=False)
+    assert proc.returncode == 2 and "prune.sweep.thresholds" in proc.stderr and "prune.sweep.scope=layer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     proc = _prune(tmp_path / "nope.pth", tmp_path / "w", tiny_data, ok=False)
     assert proc.returncode == 2 and "nope.pth" in proc.stderr and "Traceback" not in proc.stderr

@@ -26,7 +26,7 @@ from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "evaluate_and_time_int8",
-           "machine_info", "time_fn", "train_step_ms",
+           "machine_info", "paired_onnx_latency", "time_fn", "train_step_ms",
            "validation_curve"]
 
 
@@ -74,6 +74,31 @@ def time_fn(fn: Callable[[], Any], warmup: int = 5, iters: int = 30) -> Timing:
         fn()
         samples.append((time.perf_counter() - start) * 1000)
     return Timing(statistics.median(samples), min(samples), max(samples), iters)
+
+
+def paired_onnx_latency(
+    first: tuple[str | Path, torch.Tensor], second: tuple[str | Path, torch.Tensor], threads: int,
+    rounds: int = 5, warmup: int = 5, iters: int = 30,
+) -> dict[str, Any]:
+    """Batch-1 ONNX Runtime latency of two graphs measured in alternation, for a speed ratio both sides of which
+    come from one machine state: ``rounds`` rounds, each timing ``first`` then ``second`` (median of ``iters`` runs,
+    after ``warmup``), so a drift of the machine's speed hits both alike.
+
+    Args:
+        first, second: ``(onnx_path, image)``, ``image`` ``Float[1, 3, H, W]`` in [0, 1] at the graph's input size.
+
+    Returns:
+        ``first_ms`` / ``second_ms``: the median over rounds of each round's median; ``ratios``: ``second / first``
+        per round (how much faster ``first`` is); ``ratio``: their median; ``threads``, ``rounds``, ``iters``.
+    """
+    sessions = [(ort_session(path, threads), {"images": image.numpy()}) for path, image in (first, second)]
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for k, (session, feed) in enumerate(sessions):
+            times[k].append(time_fn(lambda: session.run(None, feed), warmup, iters).median_ms)  # noqa: B023 (called at once)
+    ratios = [b / a for a, b in zip(*times, strict=True)]
+    return {"first_ms": statistics.median(times[0]), "second_ms": statistics.median(times[1]), "ratios": ratios,
+            "ratio": statistics.median(ratios), "threads": threads, "rounds": rounds, "iters": iters}
 
 
 def count_params(model: nn.Module) -> int:

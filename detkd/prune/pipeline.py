@@ -59,7 +59,8 @@ from detkd.prune.groups import PruningGraph, resolve_layer_set
 from detkd.prune.importance import L1Importance, SinghImportance, TaylorImportance, singh_selection
 from detkd.prune.latency import filter_flops, latency_slopes, measure_latency_table, plan_by_latency, round_removal
 from detkd.prune.pruner import PruningPlan, apply_plan, make_plan, plan_by_ratio
-from detkd.prune.sparsity import SparsityModel, choose_threshold, effective_weights, threshold_sweep, zero_below
+from detkd.prune.sparsity import (SparsityModel, choose_threshold, effective_weights, resolve_threshold, threshold_sweep,
+                                  zero_below)
 
 __all__ = ["PipelineError", "PrunePipeline", "load_source"]
 
@@ -271,7 +272,13 @@ class PrunePipeline:
         thresholds = list(opts.thresholds)
         targets = {k: v for k, v in (("params", opts.target_param_ratio), ("flops", opts.target_flop_ratio)) if v is not None}
         budget: dict[str, float] = {}
-        if not thresholds or targets:
+        if opts.scope == "layer":  # every value is a quantile of each conv's own magnitudes
+            if thresholds and not targets:
+                raise ConfigError("prune.sweep.thresholds are magnitudes of the whole layer set; with prune.sweep.scope=layer "
+                                  "give prune.sweep.quantiles (each conv's own fraction of weights to zero) instead")
+            budget = self._budget_threshold(model, layers, None, targets) if targets else {}
+            thresholds = [budget["threshold"]] if targets else list(opts.quantiles)
+        elif not thresholds or targets:
             with torch.no_grad():
                 magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
             sample = magnitudes[torch.randperm(len(magnitudes), generator=torch.Generator().manual_seed(0))[:1_000_000]]
@@ -280,28 +287,36 @@ class PrunePipeline:
                 thresholds = [budget["threshold"]]
             else:
                 thresholds = [float(torch.quantile(sample, q)) for q in opts.quantiles]
-        rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold)
+        rows = threshold_sweep(model, layers, thresholds, self.evaluate, fold, opts.scope)
         if budget:
             chosen = rows[-1]
             chosen.update(param_ratio=budget["param_ratio"], flop_ratio=budget["flop_ratio"], quantile=budget["quantile"])
         else:
             chosen = choose_threshold(rows, opts.max_drop)
-        atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "max_drop": opts.max_drop,
+        atomic_write_json(self.path("sweep.json"), {"rows": rows, "chosen": chosen, "scope": opts.scope, "max_drop": opts.max_drop,
                                                     "target_param_ratio": opts.target_param_ratio,
                                                     "target_flop_ratio": opts.target_flop_ratio,
                                                     "split": self.opts.eval_split})
         table = [dict(row, threshold=f"{row['threshold']:.2e}", chosen=row is chosen) for row in rows]
         write_markdown(self.path("sweep.md"), markdown_table(table, ["threshold", "sparsity", "mAP50", "AP", "chosen"]))
-        print(f"[prune] threshold {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}"
+        what = "per-layer quantile" if opts.scope == "layer" else "threshold"
+        print(f"[prune] {what} {chosen['threshold']:.3g}: {chosen['sparsity']:.1%} zero weights, mAP50 {chosen['mAP50']:.3f}"
               + (f", {budget['param_ratio']:.2f}x fewer parameters, {budget['flop_ratio']:.2f}x fewer FLOPs" if budget else ""))
 
-    def _budget_threshold(self, model: nn.Module, layers: list[str], sample: torch.Tensor, targets: dict[str, float],
+    def _budget_threshold(self, model: nn.Module, layers: list[str], sample: torch.Tensor | None, targets: dict[str, float],
                           steps: int = 16) -> dict[str, float]:
-        """The smallest threshold (a quantile of ``sample``, the layer set's BN-folded |w|) whose Singh plan
-        cuts the detector's parameters and / or FLOPs by at least ``targets["params"]`` / ``targets["flops"]``x:
-        ``{"threshold", "quantile", "param_ratio", "flop_ratio"}``. Bisection over the quantile (a larger
-        threshold zeroes a superset of weights, so marks a superset of filters). Raises ConfigError when even
-        zeroing every weight of the layer set falls short (every conv keeps ``min_keep`` filters)."""
+        """The smallest threshold (a quantile of ``sample``, the layer set's BN-folded |w|; with
+        ``sweep.scope=layer`` the quantile itself, applied to each conv's own magnitudes, and ``sample`` is
+        unused) whose Singh plan cuts the detector's parameters and / or FLOPs by at least
+        ``targets["params"]`` / ``targets["flops"]``x: ``{"threshold", "quantile", "param_ratio", "flop_ratio"}``.
+        Bisection over the quantile (a larger threshold zeroes a superset of weights, so marks a superset of
+        filters). Raises ConfigError when even zeroing every weight of the layer set falls short (every conv
+        keeps ``min_keep`` filters)."""
+        per_layer = self.opts.sweep.scope == "layer"
+
+        def at(quantile: float) -> float:
+            assert per_layer or sample is not None
+            return quantile if per_layer else float(torch.quantile(sample, quantile))
 
         def cut(threshold: float) -> dict[str, float]:
             plan = self._singh_plan(model, layers, threshold)
@@ -311,7 +326,7 @@ class PrunePipeline:
         def meets(got: dict[str, float]) -> bool:
             return all(got[k] >= v for k, v in targets.items())
 
-        top = float(sample.max()) * 1.001 + 1e-12
+        top = 1.0 if per_layer else float(sample.max()) * 1.001 + 1e-12
         reach = cut(top)
         if not meets(reach):
             option = {"params": "target_param_ratio", "flops": "target_flop_ratio"}
@@ -322,7 +337,7 @@ class PrunePipeline:
         best = (top, 1.0, reach)
         for _ in range(steps):
             mid = (lo + hi) / 2
-            threshold = float(torch.quantile(sample, mid))
+            threshold = at(mid)
             got = cut(threshold)
             if meets(got):
                 hi, best = mid, (threshold, mid, got)
@@ -331,16 +346,19 @@ class PrunePipeline:
         return {"threshold": best[0], "quantile": best[1], "param_ratio": best[2]["params"], "flop_ratio": best[2]["flops"]}
 
     def _singh_plan(self, model: nn.Module, layers: list[str], threshold: float) -> PruningPlan:
-        """Singh's plan for ``model`` (the sparse one) at ``threshold``: the filters its zero fractions mark
-        after zeroing the layer set's BN-folded weights below it (rounded to ``round_to``)."""
+        """Singh's plan for ``model`` (the sparse one) at ``threshold`` (a per-layer quantile with
+        ``sweep.scope=layer``): the filters its zero fractions mark after zeroing the layer set's BN-folded
+        weights below it (rounded to ``round_to``)."""
         opts = self.opts
         thresholded = copy.deepcopy(model)
-        zero_below(thresholded, layers, threshold, opts.sparsity.fold_bn)
+        fold = opts.sparsity.fold_bn
+        zero_below(thresholded, layers, resolve_threshold(thresholded, layers, threshold, opts.sweep.scope, fold), fold)
         thresholded_graph = PruningGraph(thresholded)
         removed = singh_selection(thresholded_graph, layers, opts.select.out_fraction, opts.select.in_fraction,
                                   opts.select.combine, opts.min_keep)
         removed = self._rounded(removed, thresholded_graph, SinghImportance(), layers)
-        return make_plan(model, removed, "singh", threshold=threshold, round_to=opts.round_to, **vars(opts.select))
+        return make_plan(model, removed, "singh", threshold=threshold, threshold_scope=opts.sweep.scope, round_to=opts.round_to,
+                         **vars(opts.select))
 
     def _plan_once(self, model: nn.Module, ratio: float, name: str) -> PruningPlan:
         layers, opts = self.layers(model), self.opts

@@ -44,6 +44,12 @@ L2 norm is below ``EMPTY_TOLERANCE`` times their layer's mean filter norm.
 threshold, and :func:`threshold_sweep` tries several thresholds on the validation split so the
 largest one that costs at most ``max_drop`` mAP50 can be chosen (:func:`choose_threshold`).
 
+Threshold scope (``prune.sweep.scope``). ``global`` (the paper): one magnitude for the whole set.
+Its zeros land where the magnitudes are smallest, on an SSD the deep, parameter-heavy convs
+(conv4_1 to fc7), so a parameter cut barely moves FLOPs or latency. ``layer``: the threshold is a
+quantile ``q`` and every conv zeroes its own smallest ``q`` of weights (:func:`layer_thresholds`), so
+Singh's selection then thins every layer, the early high-resolution ones included.
+
 BatchNorm. Singh et al. prune VGG without BatchNorm, where a weight's magnitude is its contribution.
 Behind a BatchNorm it is not: the layer normalises its conv's output, so the scale of the conv's
 weights is arbitrary (it differs per layer by orders of magnitude) and an L1 penalty on them only
@@ -67,10 +73,13 @@ from detkd.engine.model import DetectorModel
 from detkd.models.detector import DecodeConfig
 from detkd.prune.groups import followers
 
-__all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "SparsityModel", "choose_threshold", "cost_weights",
+__all__ = ["EMPTY_TOLERANCE", "SPARSITY_KINDS", "THRESHOLD_SCOPES", "SparsityModel", "choose_threshold", "cost_weights",
            "effective_weights",
            "empty_filter_fraction", "filter_norms", "following_bn", "l1_matched_weight", "proximal_step", "sparsity_penalty",
-           "threshold_sweep", "weight_sparsity", "zero_below"]
+           "layer_thresholds", "resolve_threshold", "threshold_sweep", "weight_sparsity", "zero_below"]
+
+THRESHOLD_SCOPES = ("global", "layer")
+Threshold = float | Mapping[str, float]  # one magnitude for every conv, or one per conv name
 
 SPARSITY_KINDS = ("l1", "group", "bn_scale")
 EMPTY_TOLERANCE = 1e-2  # a filter is empty below this fraction of its layer's mean (BN-folded) filter norm
@@ -319,23 +328,49 @@ def weight_sparsity(detector: nn.Module, layers: Iterable[str]) -> float:
 
 
 @torch.no_grad()
-def zero_below(detector: nn.Module, layers: Iterable[str], threshold: float, fold_bn: bool = True) -> float:
+def layer_thresholds(detector: nn.Module, layers: Sequence[str], quantile: float, fold_bn: bool = True) -> dict[str, float]:
+    """Per conv of ``layers``, the magnitude below which its own smallest ``quantile`` of (BN-folded when
+    ``fold_bn``) weights lie: the ``floor(quantile * n)``-th smallest of its ``n`` magnitudes (so
+    :func:`zero_below` zeroes at most that many, ties aside); ``quantile >= 1``: above every weight."""
+    out = {}
+    for name, weight in zip(layers, effective_weights(detector, layers, fold_bn), strict=True):
+        magnitudes = weight.detach().abs().flatten().sort().values
+        if quantile >= 1.0:
+            out[name] = float(magnitudes[-1]) * 1.001 + 1e-12
+        else:
+            out[name] = float(magnitudes[int(max(0.0, quantile) * magnitudes.numel())])
+    return out
+
+
+def resolve_threshold(detector: nn.Module, layers: Sequence[str], value: float, scope: str = "global",
+                      fold_bn: bool = True) -> Threshold:
+    """What :func:`zero_below` takes for a sweep value: the magnitude itself (``scope="global"``), or, with
+    ``scope="layer"``, ``value`` read as a quantile and turned into one magnitude per conv (:func:`layer_thresholds`)."""
+    if scope not in THRESHOLD_SCOPES:
+        raise ValueError(f"scope must be one of {THRESHOLD_SCOPES}, not {scope!r}")
+    return layer_thresholds(detector, layers, value, fold_bn) if scope == "layer" else float(value)
+
+
+@torch.no_grad()
+def zero_below(detector: nn.Module, layers: Iterable[str], threshold: Threshold, fold_bn: bool = True) -> float:
     """Set every weight of the convs ``layers`` whose (BN-folded when ``fold_bn``) magnitude is below
-    ``threshold``, or exactly zero, to zero, in place; returns the resulting fraction of zero weights
-    over those convs. "Exactly zero" matters at threshold 0 with ``fold_bn``: a filter whose BatchNorm
+    ``threshold`` (one magnitude, or a mapping from conv name to its own), or exactly zero, to zero, in
+    place; returns the resulting fraction of zero weights over those convs. "Exactly zero" matters at threshold 0 with ``fold_bn``: a filter whose BatchNorm
     scale the penalty set to 0 (the group and BN-scale proximal steps do) is empty in effect while its
     raw weights are not, and Singh's selection reads the raw zeros; the output does not change."""
     layers = list(layers)
-    for weight, effective in zip(_weights(detector, layers), effective_weights(detector, layers, fold_bn), strict=True):
-        weight.masked_fill_((effective.abs() < threshold) | (effective == 0), 0.0)
+    for name, weight, effective in zip(layers, _weights(detector, layers), effective_weights(detector, layers, fold_bn), strict=True):
+        below = threshold[name] if isinstance(threshold, Mapping) else threshold
+        weight.masked_fill_((effective.abs() < below) | (effective == 0), 0.0)
     return weight_sparsity(detector, layers)
 
 
 def threshold_sweep(
     detector: nn.Module, layers: Sequence[str], thresholds: Sequence[float],
-    evaluate: Callable[[nn.Module], dict[str, float]], fold_bn: bool = True,
+    evaluate: Callable[[nn.Module], dict[str, float]], fold_bn: bool = True, scope: str = "global",
 ) -> list[dict[str, float]]:
-    """``evaluate`` (returns ``{"AP50", "AP"}``) a thresholded copy of ``detector`` per threshold.
+    """``evaluate`` (returns ``{"AP50", "AP"}``) a thresholded copy of ``detector`` per threshold
+    (with ``scope="layer"`` each is a quantile of every conv's own magnitudes: :func:`resolve_threshold`).
 
     Returns one row per threshold: ``threshold``, ``sparsity`` (zero fraction in ``layers``),
     ``mAP50``, ``AP``; threshold 0 (the sparse model as trained) is always included first.
@@ -343,7 +378,7 @@ def threshold_sweep(
     rows = []
     for threshold in tqdm([0.0, *sorted(t for t in thresholds if t > 0)], desc="threshold sweep", disable=None, leave=False):
         model = copy.deepcopy(detector)
-        sparsity = zero_below(model, layers, threshold, fold_bn)
+        sparsity = zero_below(model, layers, resolve_threshold(model, layers, threshold, scope, fold_bn), fold_bn)
         metrics = evaluate(model)
         rows.append({"threshold": float(threshold), "sparsity": sparsity, "mAP50": float(metrics["AP50"]), "AP": float(metrics["AP"])})
     return rows
