@@ -501,14 +501,14 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
     from detkd.engine.benchmark import benchmark_detector
     from detkd.export.onnx import export_onnx, sample_images
 
-    def checkpoint(row: dict[str, Any]) -> Path:
-        return REPO / row["checkpoint"] if not Path(row["checkpoint"]).is_absolute() else Path(row["checkpoint"])
+    def local(path: str) -> Path:  # a row's recorded file (relative to the repository, or absolute)
+        return Path(path) if Path(path).is_absolute() else REPO / path
 
     current = [r for r in results.rows if r["dataset"] == args.dataset and r.get("series") is None]
     absent = {r["teacher_model"] for r in current if r["method"] != "teacher" and r.get("teacher_model")
-              and not checkpoint(r).is_file()}
+              and not local(r["checkpoint"]).is_file()}
     for row in current:
-        ckpt = checkpoint(row)
+        ckpt = local(row["checkpoint"])
         if not ckpt.is_file():
             print(f"{row['name']}: skipped, its checkpoint {ckpt} is not on this machine", flush=True)
             continue
@@ -523,7 +523,7 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         if not onnx_path.is_file():  # work folders do not outlive a machine: export again
             export_onnx(detector, onnx_path, int(row["imgsz"]), check_images=images)
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
-        teacher = checkpoint({"checkpoint": row["teacher"]}) if row["method"] in STUDENT_KD and row.get("teacher") else None
+        teacher = local(row["teacher"]) if row["method"] in STUDENT_KD and row.get("teacher") else None
         if teacher is not None and teacher.is_file():
             time_beside_teacher(row, teacher, read_split(dict(cfg.data), "val"), args.threads)
         results.add(row, key=KEY)
@@ -653,7 +653,7 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         kd = [s for s in summaries if s["method"] in STUDENT_KD and same(s) and s["teacher_model"] == source
               and (s.get("kd_options") or "") == options]
         teacher = teachers.get(source)
-        if not base or not kd:
+        if not kd:
             continue
         full = [s for s in kd if s["method"] == "kd_full_unlabeled"]
         picks = [("full distillation", max(full, key=lambda s: s["n"]))] if full else []
@@ -663,13 +663,14 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         for label, pick in picks:
             shown = f", student {size} px" if teacher and size and size != teacher.get("imgsz") else ""
             line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}{shown}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
-                    f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
-                    f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)")
+                    + (f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
+                       f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)"
+                       if base else "(no labels-only row of this width and input size to compare with)"))
             if teacher:
                 beside = (f", timed beside it ({pick['paired']} of {pick['n']} runs)" if pick.get("paired") else "")
                 line += (f"; keeps **{100 * pick['mAP50'] / teacher['mAP50']:.0f} %** of its teacher's ({source}) mAP50 at "
                          f"**{pick['speedup']:.1f}x** lower ONNX latency{beside} (target 95 % at 5x)")
-            if base.get("train_step_ms") and pick.get("train_step_ms"):
+            if base and base.get("train_step_ms") and pick.get("train_step_ms"):
                 line += f"; its training step costs {pick['train_step_ms'] / base['train_step_ms']:.2f}x a labels-only step"
             lines.append(line + ".")
     peers = {s["method"]: s for s in summaries if s["method"] in PEERS}

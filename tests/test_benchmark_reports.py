@@ -539,7 +539,13 @@ def test_a_distilled_row_timed_beside_its_teacher_gets_its_own_speedup(tmp_path,
     assert "| kd_plain (30 ep, cached, 512 px) | 2 | 0.830 ± 0.000 | 0.415 ± 0.000 | 10.0 | 4.00x (paired 1/2) |" in text
     full = next(line for line in text.splitlines() if "full distillation" in line)
     assert "keeps **97 %** of its teacher's (T) mAP50 at **5.5x** lower ONNX latency, timed beside it (2 of 2 runs)" in full
-    per_run = {(r["method"], r["seed"]): r["speedup"] for r in results.rows}
+    # a size without a labels-only row still gets its retention line
+    results.add({**_student("kd_full_unlabeled", 0, 0.80, "T", latency=8.0), "imgsz": 448, "teacher_latency_ms": 48.0}, key=ablation.KEY)
+    ablation.write_report(results)
+    text = (tmp_path / "distill_ablation.md").read_text()
+    mid = next(line for line in text.splitlines() if "448 px" in line and line.startswith("- "))
+    assert "(no labels-only row of this width and input size to compare with)" in mid and "at **6.0x**" in mid
+    per_run = {(r["method"], r["seed"]): r["speedup"] for r in results.rows if r["imgsz"] == 512}
     assert per_run[("kd_plain", 1)] == pytest.approx(10.0) and per_run[("kd_full_unlabeled", 1)] == pytest.approx(5.0)
 
 

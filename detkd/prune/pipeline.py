@@ -276,8 +276,11 @@ class PrunePipeline:
             if thresholds and not targets:
                 raise ConfigError("prune.sweep.thresholds are magnitudes of the whole layer set; with prune.sweep.scope=layer "
                                   "give prune.sweep.quantiles (each conv's own fraction of weights to zero) instead")
-            budget = self._budget_threshold(model, layers, None, targets) if targets else {}
-            thresholds = [budget["threshold"]] if targets else list(opts.quantiles)
+            if targets:
+                budget = self._budget_threshold(model, layers, None, targets)
+                thresholds = [budget["threshold"]]
+            else:
+                thresholds = list(opts.quantiles)
         elif not thresholds or targets:
             with torch.no_grad():
                 magnitudes = torch.cat([w.abs().flatten() for w in effective_weights(model, layers, fold)])
