@@ -73,6 +73,12 @@ COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retr
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
 TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
+
+
+def loss_ok(points: float) -> bool:
+    """Points lost within the target, judged on the unrounded loss (1.04 points is a miss, though it prints as 1.0);
+    the margin only absorbs float noise."""
+    return points <= TARGETS["max_loss_points"] + 1e-9
 RETRAIN_EPOCHS = 10  # the benchmark's retraining budget; rows of another budget are named by it
 ROUNDED = ["prune.round_to=8"]
 # the budget variant's parameter cut: the L1 0.67 rounded rows' (7.03x on the width-0.5 subject), above the 6.7x target,
@@ -319,7 +325,7 @@ def with_losses(rows: list[dict]) -> list[dict]:
     for row in rows:
         ref = base.get(row.get("subject"))
         if ref is not None and row["method"] != "unpruned" and row.get("mAP50") is not None:
-            row = dict(row, mAP50_loss=round(100 * (ref["mAP50"] - row["mAP50"]), 1), AP_loss=round(100 * (ref["AP"] - row["AP"]), 1))
+            row = dict(row, mAP50_loss=100 * (ref["mAP50"] - row["mAP50"]), AP_loss=100 * (ref["AP"] - row["AP"]))
         out.append(row)
     subjects = list(dict.fromkeys(r.get("subject") for r in rows))
     return sorted(out, key=lambda r: (subjects.index(r.get("subject")), r["method"] != "unpruned"))
@@ -331,8 +337,8 @@ def targets_summary(rows: list[dict]) -> str:
     for row in [r for r in rows if r.get("retrained") and "mAP50_loss" in r]:
         checks = {f"params {row['param_ratio']:.1f}x": row["param_ratio"] >= TARGETS["param_ratio"],
                   f"latency {row['speedup']:.1f}x": row["speedup"] >= TARGETS["speedup"],
-                  f"mAP50 {-row['mAP50_loss']:+.1f}": row["mAP50_loss"] <= TARGETS["max_loss_points"],
-                  f"AP {-row['AP_loss']:+.1f}": row["AP_loss"] <= TARGETS["max_loss_points"]}
+                  f"mAP50 {-row['mAP50_loss']:+.2f}": loss_ok(row["mAP50_loss"]),
+                  f"AP {-row['AP_loss']:+.2f}": loss_ok(row["AP_loss"])}
         marks = ", ".join(f"{k} {'met' if ok else 'missed'}" for k, ok in checks.items())
         lr = f", lr {row['retrain_lr']:g}" if row.get("retrain_lr") is not None else ""
         lines.append(f"- {row['subject']} {row.get('variant')} {row['method']} {row['ratio']:g} ({row['epochs']} ep{lr}): {marks}"
@@ -358,8 +364,7 @@ def seeds_summary(rows: list[dict]) -> str:
         mean = {k: statistics.fmean(float(r[k]) for r in members) for k in ("param_ratio", "speedup", "mAP50_loss", "AP_loss")}
         met = [name for name, ok in (("params", mean["param_ratio"] >= TARGETS["param_ratio"]),
                                      ("latency", mean["speedup"] >= TARGETS["speedup"]),
-                                     ("mAP50", mean["mAP50_loss"] <= TARGETS["max_loss_points"]),
-                                     ("AP", mean["AP_loss"] <= TARGETS["max_loss_points"])) if ok]
+                                     ("mAP50", loss_ok(mean["mAP50_loss"])), ("AP", loss_ok(mean["AP_loss"]))) if ok]
         table.append(dict(subject=subject, variant=variant, method=method, ratio=ratio if ratio is not None else "auto",
                           epochs=epochs, retrain_lr=lr, seeds=", ".join(str(r.get("seed", 0)) for r in members),
                           mAP50=mean_sd([r["mAP50"] for r in members]), AP=mean_sd([r["AP"] for r in members]),
