@@ -518,14 +518,15 @@ def retime(results: ResultsFile, args: argparse.Namespace) -> None:
         detector = load_row_model(ckpt, row["method"], int(row["imgsz"]))
         spec = DATASETS[row["dataset"]]
         cfg = student_config(row["dataset"], args.data or spec["data"] or str(WORK / row["dataset"] / "data"))
-        images = sample_images(read_split(dict(cfg.data), "val"), int(row["imgsz"]), count=4)
+        val = read_split(dict(cfg.data), "val")
+        images = sample_images(val, int(row["imgsz"]), count=4)
         onnx_path = WORK / "onnx" / f"{row['name']}.onnx"
         if not onnx_path.is_file():  # work folders do not outlive a machine: export again
             export_onnx(detector, onnx_path, int(row["imgsz"]), check_images=images)
         row.update(benchmark_detector(detector, int(row["imgsz"]), args.threads, onnx_path, image=images[:1]))
         teacher = local(row["teacher"]) if row["method"] in STUDENT_KD and row.get("teacher") else None
         if teacher is not None and teacher.is_file():
-            time_beside_teacher(row, teacher, read_split(dict(cfg.data), "val"), args.threads)
+            time_beside_teacher(row, teacher, val, args.threads)
         results.add(row, key=KEY)
         paired = f", its teacher {row['teacher_latency_ms']:.2f} ms beside it" if row.get("paired_speedups") else ""
         print(f"{row['name']}: onnx {row['onnx_latency_ms']:.2f} ms{paired}", flush=True)
