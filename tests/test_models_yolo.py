@@ -216,3 +216,62 @@ def test_onnx_export_of_tiny_fyolo(tmp_path: Path) -> None:
     torch.onnx.export(model, (torch.rand(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
                       input_names=["images"], output_names=["outputs"])
     onnx.checker.check_model(onnx.load(str(path)))
+
+
+def test_fyolo_conv_stem_computes_the_first_conv_at_stride_two_and_drops_the_first_pool() -> None:
+    """stem="conv": stage 0 is one 3x3 conv at stride 2, stage 1 has no pool; every later stage and the grid match
+    the published layout's, and a constant image gives the constant response the strided conv computes by hand."""
+    plain = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.5)
+    strided = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.5, stem="conv")
+    assert plain.backbone.strides == [1, 2, 4, 8, 16, 32] and strided.backbone.strides == [2, 2, 4, 8, 16, 32]
+    assert plain.backbone.out_channels == strided.backbone.out_channels == [8, 16, 32, 64, 128, 256]
+    first = strided.backbone.stages[0][0][0]
+    assert isinstance(first, torch.nn.Conv2d) and first.stride == (2, 2) and first.out_channels == 8
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in strided.backbone.stages[1].modules())
+    assert isinstance(plain.backbone.stages[1][0], torch.nn.MaxPool2d)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in strided.parameters())
+    strided.eval()
+    with torch.no_grad():
+        feats = strided.backbone(torch.full((1, 3, 64, 64), 0.5))
+        assert [f.shape[-1] for f in feats] == [32, 32, 16, 8, 4, 2]
+        # an interior output of stage 0: conv over a constant 3x3x3 patch, BN in eval, LeakyReLU(0.1)
+        conv, bn = strided.backbone.stages[0][0][0], strided.backbone.stages[0][0][1]
+        pre = 0.5 * conv.weight.sum(dim=(1, 2, 3))
+        pre = (pre - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        torch.testing.assert_close(feats[0][0, :, 5, 5], F.leaky_relu(pre, 0.1))
+        assert strided(torch.rand(1, 3, 64, 64)).shape == plain(torch.rand(1, 3, 64, 64)).shape == (1, 5, 2, 2, 8)
+
+
+def test_fyolo_min_channels_widens_only_the_convs_below_it() -> None:
+    default = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.5)
+    wide = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.5, min_channels=16)
+    assert default.backbone.out_channels == [8, 16, 32, 64, 128, 256]
+    assert wide.backbone.out_channels == [16, 16, 32, 64, 128, 256]
+    assert wide.backbone.stages[1][1][0].in_channels == 16  # the next conv reads the wider map
+    assert model_spec(wide)["kwargs"]["min_channels"] == 16
+    assert "min_channels" not in model_spec(default)["kwargs"]  # checkpoints made before the option rebuild as they were
+
+
+def test_fyolo_refuses_an_unknown_stem_or_a_bad_min_channels_in_one_config_line() -> None:
+    from detkd.errors import ConfigError
+    from detkd.models.backbones import TINY_DARKNET, strided_stem
+
+    with pytest.raises(ConfigError, match=r"model\.stem = 'strided'.*pool, conv"):
+        build_model("fyolo", class_names=CLASSES, imgsz=64, stem="strided")
+    with pytest.raises(ConfigError, match=r"model\.min_channels = 0"):
+        build_model("fyolo", class_names=CLASSES, imgsz=64, min_channels=0)
+    assert strided_stem(TINY_DARKNET)[:2] == [[(16, 3, 2)], [(32, 3)]]
+    with pytest.raises(ValueError, match="first stage of one conv"):
+        strided_stem([[(16, 3), (32, 3)], ["M", (64, 3)]])
+
+
+def test_a_conv_stem_student_round_trips_through_its_checkpoint(tmp_path: Path) -> None:
+    from detkd.engine.checkpoint import load_detector, save_detector
+
+    torch.manual_seed(0)
+    model = build_model("fyolo", class_names=CLASSES, imgsz=64, width=0.25, stem="conv", min_channels=16).eval()
+    loaded = load_detector(save_detector(model, tmp_path / "student.pth")).eval()
+    assert loaded.backbone.strides[0] == 2 and loaded.backbone.out_channels[0] == 16
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image), model(image))

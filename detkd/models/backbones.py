@@ -5,7 +5,13 @@ stages; stage ``i`` ends at ``strides[i]`` with ``out_channels[i]`` channels, an
 returns every stage output so necks can tap earlier maps (YOLOv2's passthrough, F-YOLO's stacking).
 
 Channels follow a width multiplier: ``scale_channels(c, width)`` rounds ``c * width`` to a
-multiple of 8, at least 8 (CPU kernels vectorise best on multiples of 8).
+multiple of 8, at least 8 (CPU kernels vectorise best on multiples of 8). ``min_channels`` raises that floor:
+ONNX Runtime's blocked-channel (NCHWc) kernels work in blocks of 16 channels on AVX-512 CPUs (8 on AVX2), and an
+8-channel map there is reordered to plain NCHW and back around the next pool.
+
+``stem`` picks how the image enters the network: ``"pool"`` (Darknet's: a 3x3 conv at full resolution, then
+the first 2x2 max-pool) or ``"conv"`` (the first conv takes stride 2 and that pool goes). Both reach stride 2
+after stage 1 with the same channels; ``"conv"`` computes the first conv at a quarter of the positions.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "STEMS",
     "ConvBNAct",
     "DarknetBackbone",
     "MaxPoolStride1",
@@ -29,8 +36,8 @@ __all__ = [
 ]
 
 # A stage spec: "M" = 2x2/2 max-pool, "M1" = 2x2/1 max-pool (keeps the size), (c, k) = conv of c
-# channels (before width scaling) and kernel k.
-Layer = str | tuple[int, int]
+# channels (before width scaling) and kernel k, (c, k, s) = the same with stride s.
+Layer = str | tuple[int, ...]
 
 # Darknet-19 (YOLO9000 paper, Table 6) without its classifier; stage 4 is the stride-16 map the
 # passthrough taps, stage 5 the stride-32 output.
@@ -126,19 +133,41 @@ class SpaceToDepth(nn.Module):
         return f"factor={self.factor}"
 
 
+STEMS = ("pool", "conv")
+
+
+def strided_stem(spec: Sequence[Sequence[Layer]]) -> list[list[Layer]]:
+    """``spec`` with its first conv at stride 2 in place of the 2x2 max-pool that follows it.
+
+    The layer tuple of that conv gains a third item, the stride: ``[[(16, 3)], ["M", (32, 3)], ...]`` becomes
+    ``[[(16, 3, 2)], [(32, 3)], ...]``. Raises ``ValueError`` when stage 0 is not one conv followed by a pool.
+    """
+    if len(spec) < 2 or len(spec[0]) != 1 or not isinstance(spec[0][0], tuple) or not spec[1] or spec[1][0] != "M":
+        raise ValueError("stem='conv' needs a first stage of one conv and a second stage that starts with a 2x2 pool")
+    channels, kernel = spec[0][0][:2]
+    return [[(channels, kernel, 2)], list(spec[1][1:]), *(list(stage) for stage in spec[2:])]
+
+
 class DarknetBackbone(nn.Module):
     """A plain Darknet-style stack of stages.
 
     Args:
         spec: stages of layers (see ``DARKNET19``/``TINY_DARKNET``).
         width: channel multiplier.
+        min_channels: the fewest channels a conv gets after width scaling (8; 16 suits AVX-512 CPUs, see above).
+        stem: ``"pool"`` (as ``spec`` says) or ``"conv"`` (:func:`strided_stem`).
 
     ``forward(images Float[B, 3, H, W]) -> list[Tensor]``, one map per stage; stage ``i`` has
     ``out_channels[i]`` channels at ``strides[i]`` (H and W must be divisible by ``strides[-1]``).
     """
 
-    def __init__(self, spec: Sequence[Sequence[Layer]], width: float = 1.0) -> None:
+    def __init__(self, spec: Sequence[Sequence[Layer]], width: float = 1.0, min_channels: int = 8,
+                 stem: str = "pool") -> None:
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        if stem == "conv":
+            spec = strided_stem(spec)
         self.stages = nn.ModuleList()
         self.out_channels: list[int] = []
         self.strides: list[int] = []
@@ -153,8 +182,10 @@ class DarknetBackbone(nn.Module):
                     layers.append(MaxPoolStride1())
                 else:
                     assert isinstance(layer, tuple)
-                    c_out = scale_channels(layer[0], width)
-                    layers.append(ConvBNAct(c_in, c_out, layer[1]))
+                    c_out = scale_channels(layer[0], width, minimum=min_channels)
+                    conv_stride = layer[2] if len(layer) > 2 else 1
+                    layers.append(ConvBNAct(c_in, c_out, layer[1], conv_stride))
+                    stride *= conv_stride
                     c_in = c_out
             self.stages.append(nn.Sequential(*layers))
             self.out_channels.append(c_in)
@@ -173,6 +204,7 @@ def darknet19(width: float = 1.0) -> DarknetBackbone:
     return DarknetBackbone(DARKNET19, width)
 
 
-def tiny_darknet(width: float = 1.0) -> DarknetBackbone:
-    """Tiny-YOLOv2 features: strides 1, 2, 4, 8, 16, 32 with 16..512 channels at width 1."""
-    return DarknetBackbone(TINY_DARKNET, width)
+def tiny_darknet(width: float = 1.0, min_channels: int = 8, stem: str = "pool") -> DarknetBackbone:
+    """Tiny-YOLOv2 features: strides 1, 2, 4, 8, 16, 32 with 16..512 channels at width 1 (``stem="conv"``:
+    strides 2, 2, 4, ...)."""
+    return DarknetBackbone(TINY_DARKNET, width, min_channels, stem)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from detkd.models.backbones import DarknetBackbone, darknet19, scale_channels, tiny_darknet
+from detkd.models.backbones import STEMS, DarknetBackbone, darknet19, scale_channels, tiny_darknet
 from detkd.models.box_coder import decode_grid
 from detkd.models.detector import Candidates, DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
@@ -223,7 +223,7 @@ FYOLO_SQUEEZE = (4, 16, 32)
 @register_model("fyolo")
 def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth: int = 2,
           anchors: list[list[float]] | None = None, stack_channels: list[int] | None = None,
-          binary: dict[str, Any] | None = None) -> YoloDetector:
+          binary: dict[str, Any] | None = None, min_channels: int = 8, stem: str = "pool") -> YoloDetector:
     """F-YOLO, the deep-narrow student of Mehta & Ozturk (2018), on the Tiny-YOLOv2 base.
 
     Layout at width 1, 416: the Tiny-YOLOv2 backbone up to 13x13x512, a 3x3 conv of 1024; feature-map
@@ -245,8 +245,15 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
     64, 16 and 4 anyway. ``depth`` = number of extra 1x1 convs after the narrow 3x3 conv.
     ``binary``: binarize every conv but the first and the prediction conv, e.g.
     ``{"mode": "xnor", "keep_1x1": True}`` (see :func:`detkd.binary.layers.binarize_convs`).
+    ``min_channels`` (default 8) and ``stem`` (``"pool"``, Darknet's, or ``"conv"``, the first conv at stride 2
+    instead of the first max-pool) shape the backbone's first layers for CPU speed; see
+    :mod:`detkd.models.backbones`. The defaults build the network described above.
     """
-    backbone = tiny_darknet(width)
+    if stem not in STEMS:
+        raise ConfigError(f"config key model.stem = {stem!r}: must be one of {', '.join(STEMS)}")
+    if not isinstance(min_channels, int) or min_channels < 1:
+        raise ConfigError(f"config key model.min_channels = {min_channels!r}: must be a positive integer")
+    backbone = tiny_darknet(width, min_channels, stem)
     squeeze = [max(1, round(c * width)) for c in (stack_channels or FYOLO_SQUEEZE)]
     neck = StackingNeck(
         backbone.out_channels, FYOLO_TAPS, backbone.strides, squeeze,
