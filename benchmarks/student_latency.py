@@ -17,7 +17,8 @@ Why: on an AVX-512 CPU ONNX Runtime's blocked-channel convs work in blocks of 16
 8-channel first map is reordered around its pool; and the full-resolution first conv costs a fifth of the student's
 time at 512 px (measured by this script's profile option, ``--profile``: per-node share of one variant's time).
 
-Outputs: benchmarks/results/student_latency.{json,md} (rows replaced per variant, size and width).
+Outputs: benchmarks/results/student_latency.{json,md}. A rerun replaces the rows of its variants, sizes and width;
+rows timed beside another teacher, with other threads or rounds, or on another CPU are dropped, never mixed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import count_flops, count_params, machine_info, paired_onnx_latency
 from detkd.engine.results import markdown_table, write_markdown
-from detkd.fileio import atomic_write_json
+from detkd.fileio import atomic_write_json, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -47,22 +49,29 @@ COLUMNS = ["variant", "imgsz", "width", "params", "gflops", "threads", "student_
            "speedup_range"]
 
 
-def profile_shares(onnx_path: Path, image: Any, threads: int, runs: int = 30, top: int = 8) -> list[tuple[str, float]]:
-    """The ``top`` ONNX Runtime nodes by share of ``runs`` runs' kernel time: ``[(node, fraction), ...]``."""
+def profile_shares(onnx_path: Path, image: Any, threads: int, runs: int = 30, warmup: int = 5,
+                   top: int = 8) -> list[tuple[str, float]]:
+    """The ``top`` ONNX Runtime nodes by share of ``runs`` runs' kernel time (after ``warmup`` runs, whose events
+    are dropped: each node's first ``warmup`` occurrences): ``[(node, fraction), ...]``."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.intra_op_num_threads = threads
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        session.run(None, {"images": image.numpy()})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.intra_op_num_threads = threads
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + runs):
+            session.run(None, {"images": image.numpy()})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    seen: collections.Counter[str] = collections.Counter()
     spent: collections.Counter[str] = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            spent[event["name"].removesuffix("_kernel_time")] += event["dur"]
+            node = event["name"].removesuffix("_kernel_time")
+            seen[node] += 1
+            if seen[node] > warmup:
+                spent[node] += event["dur"]
     total = sum(spent.values()) or 1
     return [(name, dur / total) for name, dur in spent.most_common(top)]
 
@@ -85,10 +94,12 @@ def main() -> int:
     from detkd.engine.checkpoint import load_detector
 
     teacher = load_detector(args.teacher_ckpt)
+    teacher_label = f"{args.teacher_ckpt.name}@{file_sha256(args.teacher_ckpt)[:8]}"
     class_names = list(teacher.class_names)
     generator = torch.Generator().manual_seed(0)
     results_path = RESULTS / "student_latency.json"
-    old = json.loads(results_path.read_text())["rows"] if results_path.is_file() else []
+    previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    old, old_machine = previous.get("rows", []), previous.get("machine", {})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
         teacher_onnx = Path(work) / "teacher.onnx"
@@ -104,6 +115,7 @@ def main() -> int:
                 export_onnx(model, path, size)
                 pair = paired_onnx_latency((path, image), (teacher_onnx, teacher_image), args.threads, rounds=args.rounds)
                 row = {"variant": variant, "imgsz": size, "width": args.width, "options": VARIANTS[variant],
+                       "teacher": teacher_label, "teacher_imgsz": teacher.imgsz, "rounds": args.rounds,
                        "params": count_params(model), "gflops": count_flops(model, size) / 1e9, "threads": args.threads,
                        "student_ms": pair["first_ms"], "teacher_ms": pair["second_ms"], "speedup": pair["ratio"],
                        "speedups": pair["ratios"],
@@ -114,14 +126,17 @@ def main() -> int:
                 if args.profile:
                     for name, share in profile_shares(path, image, args.threads):
                         print(f"    {share * 100:5.1f} %  {name}", flush=True)
-    keys = {(r["variant"], r["imgsz"], r["width"]) for r in rows}
-    rows = [r for r in old if (r["variant"], r["imgsz"], r["width"]) not in keys] + rows
-    rows.sort(key=lambda r: (r["width"], r["imgsz"], list(VARIANTS).index(r["variant"])))
     machine = machine_info(args.threads)
-    command = "python benchmarks/student_latency.py " + " ".join(sys.argv[1:])
-    atomic_write_json(results_path, {"machine": machine, "command": command.strip(),
-                                     "teacher": str(args.teacher_ckpt), "rows": rows})
-    note = (f"F-YOLO student variants timed in alternation with the teacher `{args.teacher_ckpt.name}` "
+    if old and old_machine.get("cpu") != machine["cpu"]:
+        old = []  # timings of another CPU: never mixed with this one's
+    keys = {(r["variant"], r["imgsz"], r["width"]) for r in rows}
+    same_setup = [r for r in old if (r.get("teacher"), r.get("threads"), r.get("rounds")) == (teacher_label, args.threads, args.rounds)]
+    rows = [r for r in same_setup if (r["variant"], r["imgsz"], r["width"]) not in keys] + rows
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["width"], r["imgsz"], order.get(r["variant"], len(order))))
+    command = shlex.join(["python", "benchmarks/student_latency.py", *sys.argv[1:]])
+    atomic_write_json(results_path, {"machine": machine, "command": command, "teacher": teacher_label, "rows": rows})
+    note = (f"F-YOLO student variants timed in alternation with the teacher `{teacher_label}` "
             f"({teacher.imgsz} px): ONNX Runtime, batch 1, median over {args.rounds} rounds of each round's median of "
             f"30 runs, {args.threads} threads, {machine['cpu']}, onnxruntime {machine.get('onnxruntime', '?')}. "
             "`speedup`: teacher ms / student ms (median of the rounds' ratios; `speedup_range` their lowest and "

@@ -5,13 +5,16 @@ stages; stage ``i`` ends at ``strides[i]`` with ``out_channels[i]`` channels, an
 returns every stage output so necks can tap earlier maps (YOLOv2's passthrough, F-YOLO's stacking).
 
 Channels follow a width multiplier: ``scale_channels(c, width)`` rounds ``c * width`` to a
-multiple of 8, at least 8 (CPU kernels vectorise best on multiples of 8). ``min_channels`` raises that floor:
-ONNX Runtime's blocked-channel (NCHWc) kernels work in blocks of 16 channels on AVX-512 CPUs (8 on AVX2), and an
-8-channel map there is reordered to plain NCHW and back around the next pool.
+multiple of 8, at least 8 (CPU kernels vectorise best on multiples of 8). ``min_channels`` (a multiple of 8,
+at least 8) raises that floor for every backbone conv: ONNX Runtime's blocked-channel (NCHWc) kernels work in
+blocks of 16 channels on AVX-512 CPUs (8 on AVX2), and an 8-channel map there is reordered to plain NCHW and back
+around the next pool.
 
 ``stem`` picks how the image enters the network: ``"pool"`` (Darknet's: a 3x3 conv at full resolution, then
 the first 2x2 max-pool) or ``"conv"`` (the first conv takes stride 2 and that pool goes). Both reach stride 2
-after stage 1 with the same channels; ``"conv"`` computes the first conv at a quarter of the positions.
+after stage 1 with the same channels; ``"conv"`` computes the first conv at a quarter of the positions. Without
+the pool the convs of stage 1 move up one index in their module names (``stages.1.1.*`` becomes ``stages.1.0.*``),
+so weights of one stem do not load by name into the other; a checkpoint rebuilds its own from its spec.
 """
 
 from __future__ import annotations
@@ -166,6 +169,8 @@ class DarknetBackbone(nn.Module):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 8 or min_channels % 8:
+            raise ValueError(f"min_channels must be a multiple of 8 and at least 8, got {min_channels!r}")
         if stem == "conv":
             spec = strided_stem(spec)
         self.stages = nn.ModuleList()

@@ -245,14 +245,15 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
     64, 16 and 4 anyway. ``depth`` = number of extra 1x1 convs after the narrow 3x3 conv.
     ``binary``: binarize every conv but the first and the prediction conv, e.g.
     ``{"mode": "xnor", "keep_1x1": True}`` (see :func:`detkd.binary.layers.binarize_convs`).
-    ``min_channels`` (default 8) and ``stem`` (``"pool"``, Darknet's, or ``"conv"``, the first conv at stride 2
-    instead of the first max-pool) shape the backbone's first layers for CPU speed; see
-    :mod:`detkd.models.backbones`. The defaults build the network described above.
+    ``min_channels`` (default 8; a multiple of 8: the fewest channels of every backbone conv, which at width 0.5
+    changes only the first) and ``stem`` (``"pool"``, Darknet's, or ``"conv"``, the first conv at stride 2 instead
+    of the first max-pool) shape the backbone for CPU speed; see :mod:`detkd.models.backbones`. The defaults build
+    the network described above.
     """
     if stem not in STEMS:
         raise ConfigError(f"config key model.stem = {stem!r}: must be one of {', '.join(STEMS)}")
-    if not isinstance(min_channels, int) or min_channels < 1:
-        raise ConfigError(f"config key model.min_channels = {min_channels!r}: must be a positive integer")
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 8 or min_channels % 8:
+        raise ConfigError(f"config key model.min_channels = {min_channels!r}: must be a multiple of 8, at least 8")
     backbone = tiny_darknet(width, min_channels, stem)
     squeeze = [max(1, round(c * width)) for c in (stack_channels or FYOLO_SQUEEZE)]
     neck = StackingNeck(
