@@ -661,11 +661,15 @@ def targets(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list
         best = max(kd, key=lambda s: s["mAP50"])  # an option set without a full row still gets its line, named as it is
         if not picks or best is not picks[0][1]:
             picks.append(("best distilled row", best))
+        # --kd-options that change the student's own network (model.*) leave the labels-only row on the config's
+        model_options = [o for o in options.split() if o.startswith("model.")]
+        unlike = (f", a labels-only row of the config's network, not of this row's {' '.join(model_options)}"
+                  if model_options else "")
         for label, pick in picks:
             shown = f", student {size} px" if teacher and size and size != teacher.get("imgsz") else ""
             line = (f"- **{epochs} epochs**{f', student width {width:g}' if width else ''}{shown}, {label} {pick['group']} (n={pick['n']}): {pick['mAP50']:.3f} mAP50 / {pick['AP']:.3f} AP "
                     + (f"against labels-only (n={base['n']}) {base['mAP50']:.3f} / {base['AP']:.3f}: "
-                       f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3)"
+                       f"**{100 * (pick['mAP50'] - base['mAP50']):+.1f} mAP50, {100 * (pick['AP'] - base['AP']):+.1f} AP** (target +3 / +3{unlike})"
                        if base else "(no labels-only row of this width and input size to compare with)"))
             if teacher:
                 beside = (f", timed beside it ({pick['paired']} of {pick['n']} runs)" if pick.get("paired") else "")

@@ -220,6 +220,15 @@ def test_distill_report_keeps_each_kd_option_set_apart(tmp_path, monkeypatch):
     lines = [line for line in (tmp_path / "distill_ablation.md").read_text().splitlines() if "distill.lambda_d=2)" in line
              and line.startswith("- **30 epochs**")]
     assert len(lines) == 1 and "best distilled row kd_objscale" in lines[0] and "full distillation" not in lines[0]
+    # options that change the student's network: its labels-only comparison says the network differs
+    results.add({**_student("kd_full_unlabeled", 0, 0.68, "ssd_cpu_w0.25"), "kd_options": "distill.lambda_d=0.25 model.stem=conv"},
+                key=ablation.KEY)
+    ablation.write_report(results)
+    stem = [line for line in (tmp_path / "distill_ablation.md").read_text().splitlines() if "model.stem=conv)" in line
+            and line.startswith("- **30 epochs**")]
+    assert len(stem) == 1 and "**+8.0 mAP50" in stem[0]
+    assert "(target +3 / +3, a labels-only row of the config's network, not of this row's model.stem=conv)" in stem[0]
+    assert "config's network" not in weighted
 
     args = argparse.Namespace(dataset="bccd", teacher_ckpt=None, teacher_width=None, epochs=30, online=False, width=None,
                               imgsz=None, student_imgsz=None, kd_options=["distill.lambda_d=0.25", "distill.fm_nms.mode=box"])
