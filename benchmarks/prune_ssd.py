@@ -73,12 +73,6 @@ COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retr
            "flop_ratio", "onnx_size_mb", "onnx_latency_ms", "speedup", "flops_to_latency", "mAP50", "AP", "mAP50_loss", "AP_loss"]
 # the pruning targets (Singh et al.'s SSD300 parameter cut; latency and accuracy against the unpruned subject)
 TARGETS = {"param_ratio": 6.7, "speedup": 3.0, "max_loss_points": 1.0}
-
-
-def loss_ok(points: float) -> bool:
-    """Points lost within the target, judged on the unrounded loss (1.04 points is a miss, though it prints as 1.0);
-    the margin only absorbs float noise."""
-    return points <= TARGETS["max_loss_points"] + 1e-9
 RETRAIN_EPOCHS = 10  # the benchmark's retraining budget; rows of another budget are named by it
 ROUNDED = ["prune.round_to=8"]
 # the budget variant's parameter cut: the L1 0.67 rounded rows' (7.03x on the width-0.5 subject), above the 6.7x target,
@@ -329,6 +323,12 @@ def with_losses(rows: list[dict]) -> list[dict]:
         out.append(row)
     subjects = list(dict.fromkeys(r.get("subject") for r in rows))
     return sorted(out, key=lambda r: (subjects.index(r.get("subject")), r["method"] != "unpruned"))
+
+
+def loss_ok(points: float) -> bool:
+    """Points lost within the target, judged on the unrounded loss (1.04 points is a miss, though it prints as 1.0);
+    the margin only absorbs float noise."""
+    return points <= TARGETS["max_loss_points"] + 1e-9
 
 
 def targets_summary(rows: list[dict]) -> str:

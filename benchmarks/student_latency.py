@@ -36,7 +36,7 @@ from typing import Any
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import count_flops, count_params, machine_info, paired_onnx_latency
 from detkd.engine.results import markdown_table, write_markdown
-from detkd.fileio import atomic_write_json, file_sha256
+from detkd.fileio import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -93,10 +93,10 @@ def main() -> int:
 
     from detkd.export.onnx import export_onnx
     from detkd.models.factory import build_model
-    from detkd.engine.checkpoint import load_detector
+    from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 
     teacher = load_detector(args.teacher_ckpt)
-    teacher_label = f"{args.teacher_ckpt.name}@{file_sha256(args.teacher_ckpt)[:8]}"
+    teacher_label = checkpoint_model_label(args.teacher_ckpt, file_hash=True)
     class_names = list(teacher.class_names)
     generator = torch.Generator().manual_seed(0)
     results_path = RESULTS / "student_latency.json"

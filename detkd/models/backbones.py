@@ -33,6 +33,7 @@ __all__ = [
     "SpaceToDepth",
     "darknet19",
     "depth_to_space",
+    "option_problems",
     "scale_channels",
     "space_to_depth",
     "tiny_darknet",
@@ -139,6 +140,17 @@ class SpaceToDepth(nn.Module):
 STEMS = ("pool", "conv")
 
 
+def option_problems(min_channels: object, stem: object) -> list[tuple[str, object, str]]:
+    """What is wrong with :class:`DarknetBackbone`'s ``min_channels`` and ``stem``, as ``(argument, value, problem)``
+    (empty when both are valid), so the backbone and the builders that take them from a config check one rule."""
+    problems: list[tuple[str, object, str]] = []
+    if stem not in STEMS:
+        problems.append(("stem", stem, f"must be one of {', '.join(STEMS)}"))
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 8 or min_channels % 8:
+        problems.append(("min_channels", min_channels, "must be a multiple of 8, at least 8"))
+    return problems
+
+
 def strided_stem(spec: Sequence[Sequence[Layer]]) -> list[list[Layer]]:
     """``spec`` with its first conv at stride 2 in place of the 2x2 max-pool that follows it.
 
@@ -167,10 +179,9 @@ class DarknetBackbone(nn.Module):
     def __init__(self, spec: Sequence[Sequence[Layer]], width: float = 1.0, min_channels: int = 8,
                  stem: str = "pool") -> None:
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
-        if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 8 or min_channels % 8:
-            raise ValueError(f"min_channels must be a multiple of 8 and at least 8, got {min_channels!r}")
+        if problems := option_problems(min_channels, stem):
+            name, value, problem = problems[0]
+            raise ValueError(f"{name} = {value!r}: {problem}")
         if stem == "conv":
             spec = strided_stem(spec)
         self.stages = nn.ModuleList()

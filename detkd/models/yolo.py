@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from detkd.models.backbones import STEMS, DarknetBackbone, darknet19, scale_channels, tiny_darknet
+from detkd.models.backbones import DarknetBackbone, darknet19, option_problems, scale_channels, tiny_darknet
 from detkd.models.box_coder import decode_grid
 from detkd.models.detector import Candidates, DecodeConfig, Detections, as_float32
 from detkd.models.factory import register_model
@@ -250,10 +250,9 @@ def fyolo(*, class_names: list[str], imgsz: int = 416, width: float = 1.0, depth
     of the first max-pool) shape the backbone for CPU speed; see :mod:`detkd.models.backbones`. The defaults build
     the network described above.
     """
-    if stem not in STEMS:
-        raise ConfigError(f"config key model.stem = {stem!r}: must be one of {', '.join(STEMS)}")
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 8 or min_channels % 8:
-        raise ConfigError(f"config key model.min_channels = {min_channels!r}: must be a multiple of 8, at least 8")
+    if problems := option_problems(min_channels, stem):
+        name, value, problem = problems[0]
+        raise ConfigError(f"config key model.{name} = {value!r}: {problem}")
     backbone = tiny_darknet(width, min_channels, stem)
     squeeze = [max(1, round(c * width)) for c in (stack_channels or FYOLO_SQUEEZE)]
     neck = StackingNeck(
