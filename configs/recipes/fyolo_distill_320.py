@@ -9,7 +9,7 @@ with read_base():
     from .._base_.distill import *  # noqa: F401,F403
     from .._base_.schedules.adamw_cosine import *  # noqa: F401,F403
 
-model = dict(name="fyolo", width=0.5, anchors="kmeans", num_anchors=5)
+model = dict(name="fyolo", width=0.5, anchors="kmeans", num_anchors=5, stem="conv")
 imgsz = 320
 train.update(epochs=20, batch_size=16, val_interval=5)  # noqa: F405
 teacher.update(cache=True, cache_top_n=1000)  # noqa: F405
