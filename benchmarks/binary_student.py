@@ -52,7 +52,7 @@ METHODS = ["float_labels", "float_kd", "int8", "binary_labels", "binary_kd"]
 BINARY = ["model.binary.mode=xnor", "model.binary.keep_1x1=True"]
 KD = ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True", "teacher.cache=True"]  # + the dataset's unlabeled
 DATASETS = {
-    "bccd": dict(train="fyolo_bccd", distill="fyolo_bccd", unlabeled=["unlabeled.split=test", "unlabeled.ratio=0.35"],
+    "bccd": dict(train="fyolo_bccd", distill="fyolo_bccd", unlabeled=[],  # no images beyond its splits
                  data=str(REPO.parent / "shared" / "data" / "bccd")),
     "synthetic": dict(train="fyolo_synthetic", distill="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
 }

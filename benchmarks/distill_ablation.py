@@ -13,9 +13,9 @@ Rows (``method``), every one with the same student (F-YOLO width 0.5), schedule 
 ``teacher``; peer rows ``ultralytics_labels_only`` and ``ultralytics_kd`` (``--only`` them: YOLOv8n
 trained by ultralytics from its yaml, without / with ultralytics' own ``distill_model`` distillation
 from a YOLOv8s trained the same way, same epochs and 320 px). On BCCD the teacher is the CPU-scale SSD (configs/train/ssd_cpu_bccd.py, the strongest
-detkd baseline, projected onto the student's grid) and the unlabeled images are the *test* split's
-images with their labels dropped (72 images, ratio 0.35 = all of them each epoch); rows are evaluated
-on val. On the built-in dataset the teacher is the YOLOv2-style model (configs/train/yolov2_synthetic.py)
+detkd baseline, projected onto the student's grid); BCCD has no images beyond its splits, so its
+``kd_full_unlabeled`` and ``kd_hints`` rows are refused (rows made before this rule used the test split's
+images as unlabeled data; they stay in the results file as they were). Rows are evaluated on val. On the built-in dataset the teacher is the YOLOv2-style model (configs/train/yolov2_synthetic.py)
 and the unlabeled images are its unlabeled split (ratio 0.5); evaluated on val.
 
 Every student row is trained once per ``--seeds`` value (``train.seed``; data order, augmentation and
@@ -82,7 +82,7 @@ KEPT_LABEL = "kept.json"  # beside a restored best.pt: the label of the kept fil
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
                  distill_ultralytics="fyolo_bccd_ultralytics_teacher",
-                 unlabeled=["unlabeled.split=test", "unlabeled.ratio=0.35"], data=str(REPO.parent / "shared" / "data" / "bccd")),
+                 unlabeled=None, data=str(REPO.parent / "shared" / "data" / "bccd")),
     "synthetic": dict(teacher="yolov2_synthetic", distill="fyolo_synthetic", hints="fyolo_synthetic_hints",
                       student="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
 }
@@ -295,6 +295,9 @@ def train_row(method: str, seed: int, teacher: Path | None, args: argparse.Names
         if foreign and "distill_ultralytics" not in spec:
             raise SystemExit(f"{args.dataset} has no distillation config for an ultralytics teacher")
         config = spec["hints"] if method == "kd_hints" else spec["distill_ultralytics" if foreign else "distill"]
+        if method in ("kd_full_unlabeled", "kd_hints") and spec["unlabeled"] is None:
+            raise SystemExit(f"{method}: {args.dataset} has no images beyond its splits to serve as unlabeled data "
+                             "(its val and test splits report the rows, so they cannot)")
         extra = OPTIONS[method] + (spec["unlabeled"] if method in ("kd_full_unlabeled", "kd_hints") else [])
         if other_student_imgsz(args) is not None or foreign:  # the teacher runs at its own size, its boxes scaled
             extra = [*extra, f"teacher.imgsz={teacher_imgsz(teacher)}"]

@@ -370,10 +370,12 @@ def test_distill_ablation_rows_from_an_ultralytics_teacher(tmp_path, monkeypatch
     commands = []
     monkeypatch.setattr(ablation, "run", commands.append)
     monkeypatch.setattr(ablation, "best_checkpoint", lambda work: work / "best.pth")
-    ablation.train_row("kd_full_unlabeled", 1, best, args)
+    ablation.train_row("kd_objscale_fmnms", 1, best, args)
     cmd = commands[0]
     assert "configs/distill/fyolo_bccd_ultralytics_teacher.py" in cmd and cmd[cmd.index("--teacher-ckpt") + 1] == str(best)
-    assert "--trust-teacher" in cmd and "teacher.imgsz=320" in cmd and "unlabeled.split=test" in cmd
+    assert "--trust-teacher" in cmd and "teacher.imgsz=320" in cmd and not any(o.startswith("unlabeled.split") for o in cmd)
+    with pytest.raises(SystemExit, match="kd_full_unlabeled: bccd has no images beyond its splits"):
+        ablation.train_row("kd_full_unlabeled", 1, best, args)  # its val and test report: neither is an unlabeled pool
     with pytest.raises(SystemExit, match="kd_hints needs a detkd teacher: FitNets hints read the teacher.s features"):
         ablation.train_row("kd_hints", 1, best, args)
     with pytest.raises(SystemExit, match="synthetic has no distillation config for an ultralytics teacher"):

@@ -9,4 +9,3 @@ with read_base():
 
 model = dict(name="fyolo", width=0.5, anchors="kmeans", num_anchors=5, binary=dict(mode="xnor", keep_1x1=True))
 train.update(epochs=30, batch_size=16, val_interval=5)  # noqa: F405
-unlabeled.update(split="test", ratio=0.0)  # noqa: F405

@@ -10,7 +10,10 @@ and no boxes; the loss gives them teacher terms only.
 
 from __future__ import annotations
 
+import hashlib
+from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ from torch.utils.data import Dataset
 from detkd.data.dataset import DetectionDataset
 from detkd.data.records import DatasetIndex, ImageRecord
 
-__all__ = ["MixedDataset", "as_unlabeled"]
+__all__ = ["MixedDataset", "as_unlabeled", "shared_images"]
 
 
 def as_unlabeled(index: DatasetIndex) -> DatasetIndex:
@@ -31,6 +34,34 @@ def as_unlabeled(index: DatasetIndex) -> DatasetIndex:
         for r in index.records
     ]
     return replace(index, records=records, num_annotated_boxes=0)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def shared_images(pool: DatasetIndex, split: DatasetIndex) -> list[Path]:
+    """The images of ``pool`` that are also images of ``split``: the same file (resolved path) or a copy of it
+    (same size and bytes; only files whose sizes collide are read). Returns ``pool``'s paths, in its order."""
+    resolved = {r.path.resolve() for r in split.records}
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for record in split.records:
+        if record.path.is_file():
+            by_size[record.path.stat().st_size].append(record.path)
+    digests: dict[int, set[str]] = {}
+    shared = []
+    for record in pool.records:
+        path = record.path
+        if path.resolve() in resolved:
+            shared.append(path)
+            continue
+        size = path.stat().st_size if path.is_file() else -1
+        if size in by_size:
+            if size not in digests:
+                digests[size] = {_digest(p) for p in by_size[size]}
+            if _digest(path) in digests[size]:
+                shared.append(path)
+    return shared
 
 
 class MixedDataset(Dataset[Any]):

@@ -29,7 +29,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from detkd.data.dataset import DetectionDataset
-from detkd.data.mixed import MixedDataset, as_unlabeled
+from detkd.data.mixed import MixedDataset, as_unlabeled, shared_images
 from detkd.data.records import DatasetIndex
 from detkd.data.transforms import build_train_transform
 from detkd.distill.cache import DROP_WARN, TeacherCache
@@ -105,10 +105,37 @@ def read_unlabeled(data: dict[str, Any], unlabeled: UnlabeledOptions) -> Dataset
         raise ConfigError("config keys unlabeled.folder and unlabeled.split: set one, not both")
     if folder:
         path = Path(folder)
-        return read_folder(path if path.is_absolute() else Path(data["root"]) / path)
-    if split:
-        return as_unlabeled(read_split(data, split))
-    return None
+        pool = read_folder(path if path.is_absolute() else Path(data["root"]) / path)
+    elif split:
+        pool = as_unlabeled(read_split(data, split))
+    else:
+        return None
+    refuse_reported_images(pool, data, folder or f"split {split}")
+    return pool
+
+
+REPORTED_SPLITS = ("val", "test")  # the splits a run is judged on: val chooses its checkpoint, test reports it
+
+
+def refuse_reported_images(pool: DatasetIndex, data: dict[str, Any], what: str) -> None:
+    """Stop before training on images the run is judged on: an unlabeled pool that shares an image (the same
+    file or a byte-identical copy, :func:`~detkd.data.mixed.shared_images`) with the dataset's ``val`` or
+    ``test`` split. The teacher's outputs on them would leak those images into the student.
+
+    Raises:
+        ConfigError: naming the split, how many images are shared and the first of them.
+    """
+    from detkd.data.sources import read_split
+
+    splits = dict(data.get("splits") or {})
+    for name in REPORTED_SPLITS:
+        if name not in splits and not (name == "val" and data.get("holdout")):
+            continue
+        shared = shared_images(pool, read_split(data, name))
+        if shared:
+            raise ConfigError(f"config key unlabeled ({what}): {len(shared)} of its {len(pool.records)} images are in the "
+                              f"{name} split, which reports this run (first: {shared[0]}); use images no split you "
+                              "evaluate on holds")
 
 
 def _hint_taps(opts: RunOptions) -> list[HintTap]:

@@ -7,6 +7,7 @@ FLOPs are counted by ``torch.utils.flop_counter`` (a multiply-add counts as 2 FL
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ from detkd.export.onnx import flatten_outputs, ort_session
 from detkd.models.detector import DecodeConfig
 
 __all__ = ["Timing", "benchmark_detector", "count_flops", "count_params", "evaluate_and_time", "evaluate_and_time_int8",
-           "machine_info", "paired_onnx_latency", "time_fn", "train_step_ms",
+           "interleaved_onnx_latency", "machine_fingerprint", "machine_info", "paired_onnx_latency", "time_fn", "train_step_ms",
            "validation_curve"]
 
 
@@ -76,29 +77,55 @@ def time_fn(fn: Callable[[], Any], warmup: int = 5, iters: int = 30) -> Timing:
     return Timing(statistics.median(samples), min(samples), max(samples), iters)
 
 
+def interleaved_onnx_latency(
+    graphs: dict[str, tuple[str | Path, torch.Tensor]], threads: int, rounds: int = 5, warmup: int = 5, iters: int = 30,
+) -> dict[str, Any]:
+    """Batch-1 ONNX Runtime latency of several graphs measured in turn, in one process, so that any ratio of two of
+    them comes from one machine state: ``rounds`` rounds, each timing every graph once (median of ``iters`` runs,
+    after ``warmup``), in the order given; a drift of the machine's speed hits all of them alike.
+
+    Args:
+        graphs: ``name -> (onnx_path, image)``, ``image`` ``Float[1, 3, H, W]`` in [0, 1] at the graph's input size.
+
+    Returns:
+        A timing record: ``ms`` (name -> median over rounds of each round's median), ``rounds_ms`` (name -> the
+        per-round medians, for per-round ratios: :func:`detkd.engine.results.paired_speedup`), ``machine``
+        (:func:`machine_fingerprint`), ``run`` (an id shared by every graph of this measurement), ``threads``,
+        ``rounds``, ``iters``.
+    """
+    if len(graphs) < 2:
+        raise ValueError(f"interleaved timing needs at least two graphs, got {list(graphs)}")
+    sessions = {name: (ort_session(path, threads), {"images": image.numpy()}) for name, (path, image) in graphs.items()}
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, (session, feed) in sessions.items():
+            times[name].append(time_fn(lambda: session.run(None, feed), warmup, iters).median_ms)  # noqa: B023 (called at once)
+    machine = machine_fingerprint(threads)
+    run = hashlib.sha256(f"{machine['id']} {time.time_ns()} {sorted(graphs)}".encode()).hexdigest()[:12]
+    return {"ms": {name: statistics.median(t) for name, t in times.items()}, "rounds_ms": times, "machine": machine,
+            "run": run, "threads": threads, "rounds": rounds, "iters": iters}
+
+
 def paired_onnx_latency(
     first: tuple[str | Path, torch.Tensor], second: tuple[str | Path, torch.Tensor], threads: int,
     rounds: int = 5, warmup: int = 5, iters: int = 30,
 ) -> dict[str, Any]:
-    """Batch-1 ONNX Runtime latency of two graphs measured in alternation, for a speed ratio both sides of which
-    come from one machine state: ``rounds`` rounds, each timing ``first`` then ``second`` (median of ``iters`` runs,
-    after ``warmup``), so a drift of the machine's speed hits both alike.
+    """Batch-1 ONNX Runtime latency of two graphs measured in alternation (:func:`interleaved_onnx_latency`), for a
+    speed ratio both sides of which come from one machine state.
 
     Args:
         first, second: ``(onnx_path, image)``, ``image`` ``Float[1, 3, H, W]`` in [0, 1] at the graph's input size.
 
     Returns:
         ``first_ms`` / ``second_ms``: the median over rounds of each round's median; ``ratios``: ``second / first``
-        per round (how much faster ``first`` is); ``ratio``: their median; ``threads``, ``rounds``, ``iters``.
+        per round (how much faster ``first`` is); ``ratio``: their median; ``threads``, ``rounds``, ``iters``, and
+        ``machine`` / ``run`` (the timing record's).
     """
-    sessions = [(ort_session(path, threads), {"images": image.numpy()}) for path, image in (first, second)]
-    times: list[list[float]] = [[], []]
-    for _ in range(rounds):
-        for k, (session, feed) in enumerate(sessions):
-            times[k].append(time_fn(lambda: session.run(None, feed), warmup, iters).median_ms)  # noqa: B023 (called at once)
-    ratios = [b / a for a, b in zip(*times, strict=True)]
-    return {"first_ms": statistics.median(times[0]), "second_ms": statistics.median(times[1]), "ratios": ratios,
-            "ratio": statistics.median(ratios), "threads": threads, "rounds": rounds, "iters": iters}
+    record = interleaved_onnx_latency({"first": first, "second": second}, threads, rounds, warmup, iters)
+    ratios = [b / a for a, b in zip(record["rounds_ms"]["first"], record["rounds_ms"]["second"], strict=True)]
+    return {"first_ms": record["ms"]["first"], "second_ms": record["ms"]["second"], "ratios": ratios,
+            "ratio": statistics.median(ratios), "threads": threads, "rounds": rounds, "iters": iters,
+            "machine": record["machine"], "run": record["run"]}
 
 
 def count_params(model: nn.Module) -> int:
@@ -121,6 +148,28 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return []
+
+
+def machine_fingerprint(threads: int) -> dict[str, Any]:
+    """What a timing depends on: CPU model and instruction-set flags, cores, threads, torch and onnxruntime versions;
+    ``id`` (12 hex digits) is a hash of the rest. Two timings may be divided only when their ``id`` agree."""
+    flags = _cpu_flags()
+    fields: dict[str, Any] = {
+        "cpu": _cpu_name(), "cpu_flags_sha": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12],
+        "avx512": any(f.startswith("avx512") for f in flags), "cores": os.cpu_count(), "threads": threads,
+        "torch": torch.__version__, "onnxruntime": ort.__version__,
+    }
+    return {**fields, "id": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]}
 
 
 def machine_info(threads: int) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 One format for every benchmark: ``{"machine": {...}, "command": "...", "rows": [...]}``. Rows are
 added one at a time and the file is rewritten atomically after each, so an interrupted benchmark
 keeps its finished rows and a rerun skips them (:meth:`ResultsFile.has`).
+
+The reporting protocol is enforced here, not described: a row never reports on the split that chose it
+(``split`` != ``selected_on``); a protocol table's rows (``ResultsFile(..., protocol=True)``) also name their
+``recipe``, ``seed`` and ``machine`` (:func:`detkd.engine.benchmark.machine_fingerprint`); a speedup is a ratio of
+two graphs timed in one interleaved measurement on one machine (:func:`paired_speedup`), never of two runs; and
+a verdict over seeds says which seeds miss (:func:`seed_verdict`).
 """
 
 from __future__ import annotations
@@ -16,19 +22,43 @@ from typing import Any
 
 from detkd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["LOG_AXIS_SPAN", "ResultsFile", "last_validation_gain", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "relative_path",
-           "seed_summary", "write_markdown"]
+__all__ = ["LOG_AXIS_SPAN", "PROTOCOL_FIELDS", "ProtocolError", "ResultsFile", "check_protocol", "last_validation_gain", "markdown_table", "mean_sd", "pareto_front", "plot_map_vs_fps", "relative_path",
+           "paired_speedup", "row_speedup", "seed_summary", "seed_verdict", "write_markdown"]
 
 REQUIRED = ("name", "dataset", "imgsz", "params", "flops", "mAP50", "AP", "onnx_latency_ms")
+PROTOCOL_FIELDS = ("split", "selected_on", "recipe", "seed", "machine")  # what a protocol table's row must state
+
+
+class ProtocolError(ValueError):
+    """A row or a figure that breaks the reporting protocol: reported on the split that chose it, missing what it
+    must state, or a ratio of timings that were not measured together on one machine."""
+
+
+def check_protocol(row: dict[str, Any], required: bool = False) -> None:
+    """Refuse a row reported on the split that chose its checkpoint or settings (``split == selected_on``); with
+    ``required``, also one that does not state every :data:`PROTOCOL_FIELDS` (``machine`` with its ``id``)."""
+    name = row.get("name")
+    if required:
+        missing = [k for k in PROTOCOL_FIELDS if row.get(k) is None]
+        if missing:
+            raise ProtocolError(f"result row {name!r} does not state {', '.join(missing)}")
+        if not isinstance(row["machine"], dict) or not row["machine"].get("id"):
+            raise ProtocolError(f"result row {name!r}: its machine has no fingerprint id")
+    if row.get("split") is not None and row.get("split") == row.get("selected_on"):
+        raise ProtocolError(f"result row {name!r} reports on {row['split']!r}, the split that chose it (selected_on); "
+                            "report on a split that chose nothing")
 
 
 class ResultsFile:
     """``benchmarks/results/<script>.json``: load, add rows (atomically), skip finished ones."""
 
-    def __init__(self, path: str | Path, machine: dict[str, Any], command: str, fresh: bool = False) -> None:
+    def __init__(self, path: str | Path, machine: dict[str, Any], command: str, fresh: bool = False,
+                 protocol: bool = False) -> None:
         """``fresh``: start with no rows (the file is rewritten empty now, so rows of an earlier run
-        are never mixed into this one); otherwise keep the file's rows (resumable benchmarks)."""
+        are never mixed into this one); otherwise keep the file's rows (resumable benchmarks).
+        ``protocol``: every row must state :data:`PROTOCOL_FIELDS` (:func:`check_protocol`)."""
         self.path = Path(path)
+        self.protocol = protocol
         self.data: dict[str, Any] = {"machine": machine, "command": command, "rows": []}
         if fresh:
             atomic_write_json(self.path, self.data)
@@ -52,6 +82,7 @@ class ResultsFile:
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise ValueError(f"result row {row.get('name')!r} lacks {missing}")
+        check_protocol(row, required=self.protocol)
         self._reload()
         self.data["rows"] = [r for r in self.rows if any(r.get(k) != row.get(k) for k in key)] + [row]
         atomic_write_json(self.path, self.data)
@@ -71,6 +102,56 @@ class ResultsFile:
         if chosen:
             atomic_write_json(self.path, self.data)
         return len(chosen)
+
+
+def paired_speedup(timing: dict[str, Any], fast: str, slow: str) -> float:
+    """How many times faster ``fast`` ran than ``slow`` in one interleaved measurement
+    (:func:`detkd.engine.benchmark.interleaved_onnx_latency`'s record): the median over its rounds of
+    ``slow / fast``. Two graphs that were not timed together have no speedup here.
+
+    Raises:
+        ProtocolError: either graph is not in ``timing``, or the record lacks its rounds or machine.
+    """
+    rounds = timing.get("rounds_ms") or {}
+    absent = [name for name in (fast, slow) if name not in rounds]
+    if absent:
+        raise ProtocolError(f"no speedup of {fast!r} over {slow!r}: {', '.join(map(repr, absent))} not timed in that "
+                            f"measurement (run {timing.get('run')}); time both graphs together")
+    if not (timing.get("machine") or {}).get("id"):
+        raise ProtocolError(f"no speedup of {fast!r} over {slow!r}: the measurement records no machine fingerprint")
+    return statistics.median(b / a for a, b in zip(rounds[fast], rounds[slow], strict=True))
+
+
+def row_speedup(fast: dict[str, Any], slow: dict[str, Any]) -> float:
+    """The speedup of row ``fast`` over row ``slow`` from a timing record (``timing``) one of them carries in which
+    both graphs, named by their rows' ``name``, were timed together (:func:`paired_speedup`).
+
+    Raises:
+        ProtocolError: no such record: the rows were timed in different runs (or on different machines), and
+            dividing their latencies would mix machine states.
+    """
+    names = str(fast["name"]), str(slow["name"])
+    for timing in (fast.get("timing"), slow.get("timing")):
+        if timing and all(n in (timing.get("rounds_ms") or {}) for n in names):
+            return paired_speedup(timing, *names)
+    runs = [(r.get("timing") or {}) for r in (fast, slow)]
+    machines = {str((t.get("machine") or {}).get("id")) for t in runs}
+    where = f"on different machines ({' / '.join(sorted(machines))})" if len(machines) > 1 else "in different runs"
+    raise ProtocolError(f"no speedup of {names[0]!r} over {names[1]!r}: they were timed {where}, not together; "
+                        "time both graphs in one measurement")
+
+
+def seed_verdict(values: dict[int, float], target: float, higher: bool = True) -> dict[str, Any]:
+    """A target judged over seeds: ``met`` when the mean meets it (``>= target``, or ``<=`` when not ``higher``),
+    ``missed`` lists every seed whose own value misses (flagged even when the mean is met), ``mean``, ``n``."""
+    if not values:
+        return {"mean": None, "n": 0, "met": False, "missed": []}
+    mean = statistics.fmean(values.values())
+
+    def ok(value: float) -> bool:
+        return value >= target if higher else value <= target
+
+    return {"mean": mean, "n": len(values), "met": ok(mean), "missed": sorted(s for s, v in values.items() if not ok(v))}
 
 
 def _fmt(value: Any) -> str:
