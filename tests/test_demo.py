@@ -39,6 +39,13 @@ def test_demo_pipeline_smoke(tmp_path):
     rows = json.loads((work / "results.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["teacher", "student_distilled", "student_labels_only"]
     assert all(0.0 <= r["mAP50"] <= 1.0 and r["onnx_latency_ms"] > 0 and r["seed"] == 0 for r in rows)
+    assert all(r["split"] == "test" and r["selected_on"] == "val" for r in rows)
+    timing = rows[0]["timing"]  # one measurement, the three graphs in turn: every speedup is a ratio of its rounds
+    assert all(r["timing"]["run"] == timing["run"] and r["onnx_latency_ms"] == timing["ms"][r["name"]] for r in rows)
+    rounds = timing["rounds_ms"]
+    for r in rows[1:]:
+        ratios = sorted(t / s for s, t in zip(rounds[r["name"]], rounds["teacher"], strict=True))
+        assert r["speedup"] == ratios[len(ratios) // 2]  # the median of 5 rounds' ratios
     assert (work / "results.png").read_bytes()[:4] == b"\x89PNG" and (work / "results.md").is_file()
     assert all((work / f"{r['name']}.onnx").is_file() for r in rows)
     for run in ("teacher", "student_distilled", "student_labels_only"):

@@ -107,9 +107,10 @@ def _train(cfg: Any, work: Path, name: str, distill: bool = False) -> Path:
 
 def model_stages(cfgs: dict[str, Any], work: Path, threads: int) -> list[dict[str, Any]]:
     """Stages 4-7; returns the results rows (teacher, distilled student, labels-only student)."""
-    from detkd.engine.benchmark import evaluate_and_time, machine_info
+    from detkd.engine.benchmark import evaluate_and_time, interleaved_onnx_latency, machine_info
     from detkd.engine.checkpoint import load_detector
-    from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
+    from detkd.engine.results import ResultsFile, markdown_table, paired_speedup, plot_map_vs_fps, write_markdown
+    from detkd.export.onnx import sample_images
 
     teacher_cfg, distill_cfg, student_cfg = (cfgs[m] for m in MODELS)
     stage(f"4/7 train the teacher (YOLOv2-style, width {teacher_cfg.model.width}, {teacher_cfg.train.epochs} epochs, "
@@ -121,16 +122,21 @@ def model_stages(cfgs: dict[str, Any], work: Path, threads: int) -> list[dict[st
     distilled = _train(distill_cfg, work / "student_distilled", "distilled", distill=True)
     stage(f"6/7 train the same student on labels only ({student_cfg.train.epochs} epochs)")
     labels_only = _train(student_cfg, work / "student_labels_only", "labels_only")
-    stage("7/7 test-split evaluation, ONNX export, latency")
+    stage("7/7 test-split evaluation, ONNX export, latency (the three graphs timed in turn, 5 rounds)")
     results = ResultsFile(work / "results.json", machine_info(threads), command_line(), fresh=True)
     test = read_split(dict(student_cfg.data), "test")
     rows = []
     for name, ckpt in zip(MODELS, (teacher, distilled, labels_only), strict=True):
         cfg = cfgs[name]
         row = evaluate_and_time(name, load_detector(ckpt), test, work, threads, dataset="built-in (test)")
-        rows.append({**row, "epochs": int(cfg.train.epochs), "seed": int(cfg.train.seed), "checkpoint": str(ckpt)})
+        rows.append({**row, "epochs": int(cfg.train.epochs), "seed": int(cfg.train.seed), "checkpoint": str(ckpt),
+                     "split": "test", "selected_on": "val"})
+    # the three graphs timed in turn, in one process: each speedup is a ratio of one measurement's rounds
+    graphs = {row["name"]: (work / f"{row['name']}.onnx", sample_images(test, int(row["imgsz"]), count=1)) for row in rows}
+    timing = interleaved_onnx_latency(graphs, threads)
     for row in rows:  # the speedup is saved with each row (benchmarks/demo_seeds.py reads it)
-        row["speedup"] = rows[0]["onnx_latency_ms"] / row["onnx_latency_ms"]
+        row.update(onnx_latency_ms=timing["ms"][row["name"]], timing=timing,
+                   speedup=1.0 if row is rows[0] else paired_speedup(timing, row["name"], rows[0]["name"]))
         results.add(row)
     write_markdown(work / "results.md", markdown_table(rows, COLUMNS))
     plot_map_vs_fps(rows, work / "results.png", f"built-in dataset, test split, {threads} threads")
