@@ -56,7 +56,7 @@ RECIPES = {
 }
 PEER = "yolov8n"  # ultralytics' YOLOv8n from its yaml, labels only, the student recipe's epochs, size and batch
 METHODS = ["teacher", "labels_only", "distilled", "distilled_unlabeled", PEER]
-DATASETS = {"voc_subset": dict(unlabeled=True)}
+DATASETS = {"voc_subset": dict(unlabeled=True), "bccd": dict(unlabeled=False)}  # BCCD: no images beyond its splits
 SELECTION_EPOCHS = (5, 10, 15, 20)  # the recipes validate every 5 epochs of 20: the checkpoint is the best of these
 PAIR_ROUNDS = 5
 ARCH = "student_recipe_graph"  # the student recipe's network (untrained), timed beside the peer
@@ -258,51 +258,60 @@ def val_selection(work: Path) -> tuple[int | None, float | None]:
 
 # ---- the report -----------------------------------------------------------------------------------------------
 
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """The targets, judged on the means over seeds, each seed listed and every seed that misses flagged."""
+def judge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets that ``rows`` (one dataset's) can judge, each ``{"target", "measured", "verdict"}`` (markdown):
+    judged on the mean over seeds, every seed listed and each seed that misses flagged."""
     by = {m: {r["seed"]: r for r in rows if r["method"] == m} for m in METHODS}
-    lines = []
+    out = []
 
-    def gain_line(what: str, better: str, base: str, target: float) -> None:
+    def flagged(v: dict[str, Any]) -> str:
+        return ("met" if v["met"] else "missed") + (f"; seed {', '.join(map(str, v['missed']))} misses" if v["missed"] else "")
+
+    def gain(target: str, better: str, base: str, bound: float) -> None:
         seeds = sorted(set(by[better]) & set(by[base]))
-        if not seeds:
-            return
-        gains = {s: by[better][s]["mAP50"] - by[base][s]["mAP50"] for s in seeds}
-        ap = statistics.fmean(by[better][s]["AP"] - by[base][s]["AP"] for s in seeds)
-        v = seed_verdict(gains, target)
-        per_seed = ", ".join(f"s{s} {100 * g:+.1f}" for s, g in gains.items())
-        flag = f"; **seed {', '.join(map(str, v['missed']))} misses**" if v["missed"] else ""
-        lines.append(f"- {what}: **{100 * v['mean']:+.1f} mAP50** ({per_seed}), {100 * ap:+.1f} AP, n={v['n']}; target "
-                     f"{100 * target:+.0f}: **{'met' if v['met'] else 'missed'}**{flag}.")
+        if seeds:
+            gains = {s: by[better][s]["mAP50"] - by[base][s]["mAP50"] for s in seeds}
+            ap = statistics.fmean(by[better][s]["AP"] - by[base][s]["AP"] for s in seeds)
+            v = seed_verdict(gains, bound)
+            out.append({"target": target, "verdict": flagged(v),
+                        "measured": f"**{100 * v['mean']:+.1f} mAP50** ({', '.join(f's{s} {100 * g:+.1f}' for s, g in gains.items())}), "
+                                    f"{100 * ap:+.1f} AP, n={v['n']}"})
 
-    gain_line("distilled over labels-only", "distilled", "labels_only", TARGET_KD_GAIN)
-    gain_line("unlabeled/ over distillation without it", "distilled_unlabeled", "distilled", TARGET_UNLABELED_GAIN)
-    for method in ("distilled", "distilled_unlabeled", "labels_only"):
+    gain("distilled ≥ labels-only + 3 mAP50", "distilled", "labels_only", TARGET_KD_GAIN)
+    gain("unlabeled images add ≥ 1 mAP50 over distillation without them", "distilled_unlabeled", "distilled",
+         TARGET_UNLABELED_GAIN)
+    for method in ("distilled", "distilled_unlabeled", "labels_only"):  # the student's network is the same in each
         speed = {s: r["speedup"] for s, r in by[method].items() if r.get("speedup")}
         if speed:
             v = seed_verdict(speed, TARGET_SPEEDUP)
-            flag = f"; **seed {', '.join(map(str, v['missed']))} misses**" if v["missed"] else ""
-            lines.append(f"- {method} vs its teacher (paired): **{v['mean']:.2f}x** "
-                         f"({', '.join(f's{s} {x:.2f}x' for s, x in speed.items())}); target 5x: "
-                         f"**{'met' if v['met'] else 'missed'}**{flag}.")
+            out.append({"target": "the student ≥ 5x faster than its teacher (paired)", "verdict": flagged(v),
+                        "measured": f"**{v['mean']:.2f}x** ({', '.join(f's{s} {x:.2f}x' for s, x in speed.items())}; "
+                                    f"{method} rows)"})
             break
     teacher = next(iter(by["teacher"].values()), None)
     if teacher and by["labels_only"]:
         lo = statistics.fmean(r["mAP50"] for r in by["labels_only"].values())
-        lines.append(f"- teacher {teacher['mAP50']:.3f} mAP50 against the labels-only student's {lo:.3f}: "
-                     f"{'stronger' if teacher['mAP50'] > lo else '**not stronger**'} ({100 * (teacher['mAP50'] - lo):+.1f}).")
+        out.append({"target": "the teacher stronger than the student it teaches",
+                    "measured": f"teacher {teacher['mAP50']:.3f} mAP50, labels-only student {lo:.3f} ({100 * (teacher['mAP50'] - lo):+.1f})",
+                    "verdict": "met" if teacher["mAP50"] > lo else "missed"})
     best = "distilled_unlabeled" if by["distilled_unlabeled"] else "distilled"
     seeds = sorted(set(by[best]) & set(by[PEER]))
     if seeds:
         gains = {s: by[best][s]["mAP50"] - by[PEER][s]["mAP50"] for s in seeds}
         faster = {s: by[PEER][s]["speedup_of_student_over_peer"] for s in seeds}
         v, f = seed_verdict(gains, 0.0), seed_verdict(faster, 1.0)
-        flag = f"; **seed {', '.join(map(str, sorted(set(v['missed']) | set(f['missed']))))} misses**" if v["missed"] or f["missed"] else ""
-        lines.append(f"- {best} against YOLOv8n (same epochs): {100 * v['mean']:+.1f} mAP50 "
-                     f"({', '.join(f's{s} {100 * g:+.1f}' for s, g in gains.items())}), the student's graph "
-                     f"{f['mean']:.2f}x as fast (paired); target ahead at lower latency: "
-                     f"**{'met' if v['met'] and f['met'] else 'missed'}**{flag}.")
-    return lines
+        missed = sorted(set(v["missed"]) | set(f["missed"]))
+        out.append({"target": "detkd's student ahead of YOLOv8n (same epochs) in mAP50, at lower latency",
+                    "measured": f"{best} {100 * v['mean']:+.1f} mAP50 ({', '.join(f's{s} {100 * g:+.1f}' for s, g in gains.items())}), "
+                                f"its graph {f['mean']:.2f}x as fast (paired)",
+                    "verdict": ("met" if v["met"] and f["met"] else "missed")
+                               + (f"; seed {', '.join(map(str, missed))} misses" if missed else "")})
+    return out
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """:func:`judge` as markdown bullets."""
+    return [f"- {j['target']}: {j['measured']}: **{j['verdict']}**." for j in judge(rows)]
 
 
 def write_report(results: ResultsFile) -> None:

@@ -24,7 +24,8 @@ def render(match: re.Match[str]) -> str:
         body = f"_Not measured yet: run the benchmark that writes `benchmarks/results/{name}.json`._\n"
     else:
         plot = f" · plot: `benchmarks/results/{name}.png`" if (table.with_suffix(".png")).is_file() else ""
-        body = table.read_text() + f"\nData: `benchmarks/results/{name}.json`{plot}\n"
+        data = f"\nData: `benchmarks/results/{name}.json`{plot}\n" if table.with_suffix(".json").is_file() else ""
+        body = table.read_text() + data
     return match.group(1) + body + match.group(4)
 
 

@@ -127,12 +127,14 @@ def test_distill_table_verdicts_flag_the_seed_that_misses():
             *[_table_row("distilled", s, v, x) for s, v, x in zip(range(3), [0.45, 0.44, 0.46], [6.1, 4.9, 6.2])],
             *[_table_row("yolov8n", s, 0.43, 3.0, speedup_of_student_over_peer=1.4) for s in range(3)]]
     lines = table.verdicts(rows)
-    assert lines[0] == ("- distilled over labels-only: **+4.0 mAP50** (s0 +5.0, s1 +2.0, s2 +5.0), +2.0 AP, n=3; "
-                        "target +3: **met**; **seed 1 misses**.")
-    assert lines[1].startswith("- distilled vs its teacher (paired): **5.73x** (s0 6.10x, s1 4.90x, s2 6.20x); target 5x: "
-                               "**met**; **seed 1 misses**")
-    assert "stronger (+19.0)" in lines[2]
-    assert lines[3].startswith("- distilled against YOLOv8n (same epochs): +2.0 mAP50") and "**met**" in lines[3]
+    assert lines[0] == ("- distilled ≥ labels-only + 3 mAP50: **+4.0 mAP50** (s0 +5.0, s1 +2.0, s2 +5.0), +2.0 AP, n=3: "
+                        "**met; seed 1 misses**.")
+    assert lines[1] == ("- the student ≥ 5x faster than its teacher (paired): **5.73x** (s0 6.10x, s1 4.90x, s2 6.20x; "
+                        "distilled rows): **met; seed 1 misses**.")
+    assert lines[2] == ("- the teacher stronger than the student it teaches: teacher 0.600 mAP50, labels-only student "
+                        "0.410 (+19.0): **met**.")
+    assert lines[3].startswith("- detkd's student ahead of YOLOv8n (same epochs) in mAP50, at lower latency: distilled "
+                               "+2.0 mAP50") and lines[3].endswith("1.40x as fast (paired): **met**.")
 
 
 # ---- the unlabeled pool -----------------------------------------------------------------------------------------
@@ -229,3 +231,26 @@ def test_distill_table_runs_end_to_end_and_reports_on_test(tiny_voc, tmp_path, m
     # a second run finds every row done and trains nothing
     monkeypatch.setattr(table, "run", lambda cmd, quiet=True: pytest.fail(f"ran {cmd}"))
     assert table.main() == 0
+
+
+# ---- the Status table -------------------------------------------------------------------------------------------
+
+def test_status_renders_the_table_from_crafted_rows(tmp_path):
+    status = _script("status")
+    rows = [_table_row("teacher", 0, 0.60),
+            *[_table_row("labels_only", s, v, 6.0) for s, v in enumerate([0.40, 0.42, 0.41])],
+            *[_table_row("distilled", s, v, x) for s, v, x in zip(range(3), [0.45, 0.44, 0.46], [6.1, 4.9, 6.2])]]
+    (tmp_path / "distill_table.json").write_text(json.dumps({"machine": {}, "command": "", "rows": rows}))
+    lines = status.render(tmp_path).splitlines()
+    assert lines[0] == "| dataset | target (test split) | measured: mean over seeds (each seed) | verdict |"
+    assert lines[2] == ("| voc_subset | distilled ≥ labels-only + 3 mAP50 | **+4.0 mAP50** (s0 +5.0, s1 +2.0, s2 +5.0), "
+                        "+2.0 AP, n=3 (`benchmarks/results/distill_table.json`) | **met; seed 1 misses** |")
+    assert lines[3] == ("| voc_subset | unlabeled images add ≥ 1 mAP50 over distillation without them | – | "
+                        "not measured on test yet |")
+    assert lines[4].startswith("| voc_subset | the student ≥ 5x faster than its teacher (paired) | **5.73x** (s0 6.10x")
+    assert lines[4].endswith("| **met; seed 1 misses** |")
+    assert lines[6] == ("| voc_subset | the teacher stronger than the student it teaches | teacher 0.600 mAP50, labels-only "
+                        "student 0.410 (+19.0) (`benchmarks/results/distill_table.json`) | **met** |")
+    assert all(line.endswith("| not measured on test yet |") for line in lines[7:])
+    assert len(lines) == 2 + len(status.TARGETS)
+    assert status.render(tmp_path / "empty").count("not measured on test yet") == len(status.TARGETS)
