@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{Path(name).name}_benchmark", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -298,7 +298,7 @@ def test_per_class_diagnostic_measures_boxes_on_each_input_size():
 
     from detkd.data.records import DatasetIndex, ImageRecord
 
-    diagnose = _script("diagnose_per_class")
+    diagnose = _script("diagnostics/diagnose_per_class")
     wide = ImageRecord(1, Path("a.jpg"), 640, 480, boxes=np.array([[0, 0, 64, 16], [10, 10, 30, 30], [0, 0, 320, 320]], np.float32),
                        labels=np.array([0, 0, 1]), difficult=np.array([False, True, False]))  # the 20x20 box is difficult
     tall = ImageRecord(2, Path("b.jpg"), 320, 640, boxes=np.array([[0, 0, 48, 48]], np.float32), labels=np.array([0]))
@@ -603,7 +603,7 @@ def test_teacher_objectness_at_matched_boxes_and_on_background(tmp_path):
     from detkd.data.records import DatasetIndex, ImageRecord
     from detkd.distill.cache import TeacherCache
 
-    diagnose = _script("diagnose_teacher_objectness")
+    diagnose = _script("diagnostics/diagnose_teacher_objectness")
     gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 40, 50, 50]], np.float32)
     record = ImageRecord(1, tmp_path / "a.jpg", 100, 100, gt, np.zeros(3, np.int64), np.array([False, False, True]))
     boxes = torch.tensor([[0, 0, 10, 10], [25, 0, 35, 10], [70, 70, 90, 90], [40, 40, 50, 50]], dtype=torch.float16)
@@ -633,7 +633,7 @@ def test_confident_background_counts_each_unlabeled_object_once(tmp_path):
     from detkd.data.records import DatasetIndex, ImageRecord
     from detkd.distill.cache import TeacherCache
 
-    diagnose = _script("diagnose_teacher_objectness")
+    diagnose = _script("diagnostics/diagnose_teacher_objectness")
     record = ImageRecord(1, tmp_path / "a.jpg", 200, 200, np.array([[0, 0, 10, 10]], np.float32), np.zeros(1, np.int64))
     boxes = torch.tensor([[0, 0, 10, 10], [100, 100, 120, 120], [101, 101, 121, 121], [150, 0, 170, 20],
                           [0, 150, 20, 170], [150, 150, 170, 170]], dtype=torch.float16)
@@ -672,7 +672,7 @@ def test_teacher_targets_diagnostic_writes_per_class_rows_once(tmp_path):
     torch.manual_seed(0)
     teacher = build_detector({"name": "yolov2", "width": 0.125, "anchors": "kmeans", "num_anchors": 5}, train.class_names, 64, train)
     save_detector(teacher, tmp_path / "teacher.pth")
-    cmd = [sys.executable, str(REPO / "benchmarks" / "diagnose_teacher_targets.py"), "configs/distill/fyolo_synthetic.py",
+    cmd = [sys.executable, str(REPO / "benchmarks" / "diagnostics" / "diagnose_teacher_targets.py"), "configs/distill/fyolo_synthetic.py",
            str(tmp_path / "teacher.pth"), "--name", "tiny", "--data", str(root), "--results", str(tmp_path),
            "--cfg-options", "data.generate=None", "imgsz=64", "model.width=0.125"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

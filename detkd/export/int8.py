@@ -7,7 +7,7 @@ model: int8 weights per output channel (``per_channel``), uint8 activations. The
 reads the image) stays float by default (``keep_stem_float``): on three BCCD students every conv in INT8
 lost 10.7, 0.3 and 3.8 mAP50 points, the stem kept float recovered each fully, and no other single conv
 kept float nor another calibration method (percentile, entropy) changed the loss
-(``benchmarks/diagnose_int8.py``); at 3 input channels it is a small part of the time. ONNX Runtime's CPU
+(``benchmarks/diagnostics/diagnose_int8.py``); at 3 input channels it is a small part of the time. ONNX Runtime's CPU
 provider fuses the QDQ pairs into integer convolutions (VNNI where the CPU has it). The output
 names and shapes are the float graph's, so decoding and NMS are unchanged; :func:`int8_parity`
 says how far its raw outputs and its detections drift from the float model's.

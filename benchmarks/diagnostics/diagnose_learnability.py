@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Is a dataset's class signal learnable? Train a small CNN on its ground-truth crops.
 
-    python benchmarks/diagnose_learnability.py DATA_ROOT [--epochs 15] [--size 32] [--name NAME]
+    python benchmarks/diagnostics/diagnose_learnability.py DATA_ROOT [--epochs 15] [--size 32] [--name NAME]
 
 With ``--name`` the result is also a row of ``benchmarks/results/learnability.json`` (and its
 ``.md`` table), replacing an earlier row of that name.
@@ -30,7 +30,7 @@ from detkd.data.images import load_image
 from detkd.data.voc import read_voc
 from detkd.fileio import atomic_write_json, atomic_write_text
 
-RESULTS = Path(__file__).resolve().parent / "results" / "learnability.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "learnability.json"
 
 
 def crops(root: str, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -61,7 +61,7 @@ def save_row(row: dict, path: Path = RESULTS) -> None:
     from detkd.engine.results import markdown_table
 
     data = json.loads(path.read_text()) if path.is_file() else {"machine": machine_info(1), "rows": []}
-    data["command"] = "python benchmarks/diagnose_learnability.py DATA_ROOT --name NAME"
+    data["command"] = "python benchmarks/diagnostics/diagnose_learnability.py DATA_ROOT --name NAME"
     data["rows"] = [r for r in data["rows"] if r["name"] != row["name"]] + [row]
     atomic_write_json(path, data)
     columns = ["dataset", "classes (chance)", "train / val crops", "val accuracy after 5 / 10 / 15 epochs"]

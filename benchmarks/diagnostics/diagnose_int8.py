@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does INT8 lose accuracy? One float checkpoint quantized several ways, each evaluated on val.
 
-    python benchmarks/diagnose_int8.py CKPT [CKPT ...] [--config configs/train/fyolo_bccd.py]
+    python benchmarks/diagnostics/diagnose_int8.py CKPT [CKPT ...] [--config configs/train/fyolo_bccd.py]
         [--data ../shared/data/bccd] [--calib-images 200]
         [--per-conv] [--methods minmax percentile entropy]
 
@@ -34,7 +34,7 @@ from detkd.engine.results import ResultsFile, markdown_table, relative_path, wri
 from detkd.export.int8 import CALIBRATION_METHODS, OnnxRuntimeDetector, quantize_int8, stem_convs
 from detkd.export.onnx import export_onnx, sample_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "diagnose_int8"
 
@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    command = "python benchmarks/diagnose_int8.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/diagnostics/diagnose_int8.py " + " ".join(sys.argv[1:])
     results = ResultsFile(RESULTS / "diagnose_int8.json", machine_info(1), command)
     torch.set_num_threads(1)
     data = dict(load_config(args.config, {"data.root": args.data}).data)

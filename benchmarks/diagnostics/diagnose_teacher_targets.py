@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How good are a teacher's targets once expressed in the student's output space?
 
-    python benchmarks/diagnose_teacher_targets.py CFG TEACHER_CKPT [--name NAME] [--data ROOT] [--split val] [--trust]
+    python benchmarks/diagnostics/diagnose_teacher_targets.py CFG TEACHER_CKPT [--name NAME] [--data ROOT] [--split val] [--trust]
         [--cfg-options KEY=VALUE ...]
 
 A student that imitated the teacher's map perfectly would output exactly the targets the distiller
@@ -43,7 +43,7 @@ from detkd.engine.runner import build_detector
 from detkd.ops.fm_nms import fm_nms_targets
 
 EPS = 1e-6
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -110,7 +110,7 @@ def main() -> int:
     options.update(args.cfg_options)
     cfg = load_config(args.config, options)
     label = f"{args.teacher.stem}@{file_sha256(args.teacher)[:8]}"
-    command = "python benchmarks/diagnose_teacher_targets.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/diagnostics/diagnose_teacher_targets.py " + " ".join(sys.argv[1:])
     results = ResultsFile(args.results / "diagnose_teacher_targets.json", machine_info(1), command)
     torch.set_num_threads(1)  # accuracy only: leave the other core to a training run
     key = dict(teacher=label, config=relative_path(Path(args.config), REPO), imgsz=int(cfg.imgsz), split=args.split)

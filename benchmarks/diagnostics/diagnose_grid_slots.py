@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How many ground-truth boxes a YOLOv2-family head cannot learn because another box takes their slot.
 
-    python benchmarks/diagnose_grid_slots.py CKPT [--data ../shared/data/bccd] [--split val]
+    python benchmarks/diagnostics/diagnose_grid_slots.py CKPT [--data ../shared/data/bccd] [--split val]
 
 A YOLOv2 head has one responsible (cell, best-anchor) slot per box; when two boxes of an image map
 to the same slot, only one becomes a positive. This counts such boxes at the checkpoint's input
@@ -20,7 +20,7 @@ from detkd.data.voc import read_voc
 from detkd.engine.checkpoint import load_detector
 from detkd.models.box_coder import assign_cells, best_anchors
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does a student lose against its teacher? Per-class and per-size accuracy of trained checkpoints.
 
-    python benchmarks/diagnose_per_class.py CKPT [CKPT ...] [--names NAME ...]
+    python benchmarks/diagnostics/diagnose_per_class.py CKPT [CKPT ...] [--names NAME ...]
         [--config configs/train/fyolo_bccd.py] [--data ../shared/data/bccd] [--split val]
 
 Each checkpoint (any detkd detector: the teacher SSD, F-YOLO students at any input size) is evaluated on
@@ -35,7 +35,7 @@ from detkd.engine.checkpoint import checkpoint_model_label, load_detector
 from detkd.engine.evaluate import evaluate_model
 from detkd.engine.results import ResultsFile, markdown_table, relative_path, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 STRIDE = 32  # the F-YOLO student's output stride (one grid cell)
 
@@ -107,7 +107,7 @@ def write_report(results: ResultsFile, index: DatasetIndex) -> None:
 
 def main() -> int:
     args = parse_args()
-    command = "python benchmarks/diagnose_per_class.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/diagnostics/diagnose_per_class.py " + " ".join(sys.argv[1:])
     results = ResultsFile(RESULTS / "diagnose_per_class.json", machine_info(1), command)
     torch.set_num_threads(1)  # accuracy only: leave the other core to a training run
     data = dict(load_config(args.config, {"data.root": args.data}).data)

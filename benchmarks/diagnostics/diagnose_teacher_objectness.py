@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What weight does objectness scaling give a teacher's real objects? Objectness of each teacher's candidates.
 
-    python benchmarks/diagnose_teacher_objectness.py TEACHER [TEACHER ...] [--names NAME ...] [--trust-teacher]
+    python benchmarks/diagnostics/diagnose_teacher_objectness.py TEACHER [TEACHER ...] [--names NAME ...] [--trust-teacher]
         [--config configs/train/fyolo_bccd.py] [--data ../shared/data/bccd] [--split train] [--top-n 100]
 
 The objectness-scaled loss (``distill.scale_by_objectness``, Mehta & Ozturk) multiplies the teacher's box and
@@ -54,7 +54,7 @@ from detkd.engine.benchmark import count_params, machine_info
 from detkd.engine.results import ResultsFile, markdown_table, relative_path, write_markdown
 from detkd.fileio import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 MATCH_IOU = 0.5  # a ground-truth box is found by a candidate at this IoU
 BACKGROUND_IOU = 0.1  # a candidate below this IoU with every ground-truth box is background
@@ -142,7 +142,7 @@ def _mean(values: list[float]) -> float:
 
 def main() -> int:
     args = parse_args()
-    command = "python benchmarks/diagnose_teacher_objectness.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/diagnostics/diagnose_teacher_objectness.py " + " ".join(sys.argv[1:])
     results = ResultsFile(RESULTS / "diagnose_teacher_objectness.json", machine_info(1), command)
     torch.set_num_threads(1)  # no timing: leave the other core to a training run
     data = dict(load_config(args.config, {"data.root": args.data}).data)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Can a sparsity stage under AdamW empty a filter at all? BatchNorm scales against the stage's step budget.
 
-    python benchmarks/diagnose_sparsity_reach.py CKPT [CKPT ...] [--config configs/prune/ssd_cpu_bccd.py]
+    python benchmarks/diagnostics/diagnose_sparsity_reach.py CKPT [CKPT ...] [--config configs/prune/ssd_cpu_bccd.py]
         [--data ../shared/data/bccd] [--names NAME ...]
 
 Behind a BatchNorm a filter is switched off by its scale ``gamma`` (the conv's own weights are renormalised
@@ -39,7 +39,7 @@ from detkd.fileio import atomic_write_json
 from detkd.prune.groups import resolve_layer_set
 from detkd.prune.sparsity import following_bn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 ADAM_STRICT = 0.1 / math.sqrt(0.001)  # (1 - beta1) / sqrt(1 - beta2), PyTorch's default betas (0.9, 0.999)
 QUANTILES = (0.0, 0.01, 0.1, 0.5, 0.9, 1.0)
@@ -92,7 +92,7 @@ def main() -> int:
     for i, path in enumerate(args.checkpoints):
         label = args.names[i] if args.names else checkpoint_model_label(path, file_hash=True)
         rows[label] = {"checkpoint": label, **{k: v for k, v in budget.items() if k != "layers"}, **gamma_row(path, budget)}
-    command = "python benchmarks/diagnose_sparsity_reach.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/diagnostics/diagnose_sparsity_reach.py " + " ".join(sys.argv[1:])
     atomic_write_json(out, {"machine": machine_info(1), "command": command, "config": str(Path(args.config)),
                             "layers": budget["layers"], "rows": list(rows.values())})
     columns = ["checkpoint", "sparsity_epochs", "steps", "peak_lr", "reach", "reach_strict", "filters_with_bn",
