@@ -136,25 +136,30 @@ def peer_data(args: argparse.Namespace) -> Path:
     return data_yaml
 
 
-def train_peer(seed: int, args: argparse.Namespace) -> tuple[Path, int, float]:
-    """YOLOv8n by ultralytics' own trainer, the student recipe's epochs, size and batch; every epoch's checkpoint
-    kept, and the one of :data:`SELECTION_EPOCHS` with the best val mAP50 ultralytics logged taken (the rule of
-    every row). Returns (checkpoint, its epoch, its val mAP50)."""
+def peer_settings() -> dict[str, int]:
+    """The peer's epochs, input size and batch: the student recipe's."""
     from detkd.config import load_config
-    from detkd.models.ultralytics_adapter import train_ultralytics
 
     recipe = load_config(REPO / RECIPES["labels_only"])
-    epochs = int(recipe.train["epochs"])
+    return {"epochs": int(recipe.train["epochs"]), "imgsz": int(recipe.imgsz), "batch": int(recipe.train["batch_size"])}
+
+
+def train_peer(seed: int, args: argparse.Namespace) -> tuple[Path, int, float]:
+    """YOLOv8n by ultralytics' own trainer with :func:`peer_settings`; every epoch's checkpoint kept, and the one of
+    :data:`SELECTION_EPOCHS` with the best val mAP50 ultralytics logged taken (the rule of every row). Returns
+    (checkpoint, its epoch, its val mAP50)."""
+    from detkd.models.ultralytics_adapter import train_ultralytics
+
+    settings = peer_settings()
     project, name = args.work / args.dataset / f"seed_{seed}", PEER
-    train_ultralytics("yolov8n.yaml", data_yaml=peer_data(args), epochs=epochs, imgsz=int(recipe.imgsz),
-                      batch=int(recipe.train["batch_size"]), project=project, name=name, seed=seed, device=args.device,
-                      save_period=1)
+    train_ultralytics("yolov8n.yaml", data_yaml=peer_data(args), project=project, name=name, seed=seed, device=args.device,
+                      save_period=1, **settings)
     with open(project / name / "results.csv", newline="") as f:
-        logged = {int(float(r["epoch"].strip())): float(r["metrics/mAP50(B)"]) for r in
-                  ({k.strip(): v for k, v in row.items()} for row in csv.DictReader(f))}
+        logged = {int(float(r["epoch"])): float(r["metrics/mAP50(B)"]) for r in
+                  ({k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f))}
     epoch = max((e for e in SELECTION_EPOCHS if e in logged), key=lambda e: logged[e])
     weights = project / name / "weights"
-    chosen = weights / ("last.pt" if epoch == epochs else f"epoch{epoch - 1}.pt")  # ultralytics counts from 0 there
+    chosen = weights / ("last.pt" if epoch == settings["epochs"] else f"epoch{epoch - 1}.pt")  # counted from 0 there
     if not chosen.is_file():
         raise SystemExit(f"{chosen}: the checkpoint of epoch {epoch} is missing; train the peer again")
     return chosen, epoch, logged[epoch]
@@ -206,7 +211,8 @@ def evaluate_row(name: str, method: str, seed: int, ckpt: Path, teacher: Path, a
     if method == PEER:
         from detkd.models.ultralytics_adapter import load_ultralytics
 
-        detector = load_ultralytics(str(ckpt), class_names=list(test.class_names), imgsz=320, trust=True)  # made here
+        detector = load_ultralytics(str(ckpt), class_names=list(test.class_names), imgsz=peer_settings()["imgsz"],
+                                    trust=True)  # a file this benchmark trained
     else:
         detector = load_detector(ckpt)
     imgsz = int(detector.imgsz)

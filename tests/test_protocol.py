@@ -254,3 +254,34 @@ def test_status_renders_the_table_from_crafted_rows(tmp_path):
     assert all(line.endswith("| not measured on test yet |") for line in lines[7:])
     assert len(lines) == 2 + len(status.TARGETS)
     assert status.render(tmp_path / "empty").count("not measured on test yet") == len(status.TARGETS)
+
+
+def test_distill_table_peer_takes_the_best_val_epoch_and_is_timed_beside_both(tiny_voc, tmp_path, monkeypatch):
+    """The YOLOv8n peer (ultralytics' trainer, 3 tiny epochs): the checkpoint of the selection epoch with the best val
+    mAP50 in its results.csv, reported on test, timed beside the teacher and the student recipe's graph."""
+    table = _script("distill_table")
+    real_run = table.run
+    monkeypatch.setattr(table, "run", lambda cmd, quiet=True: real_run(
+        [*cmd[:cmd.index("--cfg-options") + 1], *TINY, *cmd[cmd.index("--cfg-options") + 1:]]))
+    monkeypatch.setattr(table, "peer_settings", lambda: {"epochs": 3, "imgsz": 64, "batch": 2})
+    monkeypatch.setattr(table, "SELECTION_EPOCHS", (1, 2, 3))
+    monkeypatch.setattr(table, "RESULTS_FILE", tmp_path / "results" / "distill_table.json")
+    monkeypatch.setattr(table, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(table, "teacher_checkpoint", lambda args: table.train_detkd("teacher", 0, None, args))
+    monkeypatch.setattr(sys, "argv", ["distill_table.py", "--data", str(tiny_voc), "--seeds", "1", "--work", str(tmp_path / "w"),
+                                      "--only", "yolov8n"])
+    assert table.main() == 0
+    (row,) = json.loads((tmp_path / "results" / "distill_table.json").read_text())["rows"]
+    weights = tmp_path / "w" / "voc_subset" / "seed_1" / "yolov8n" / "weights"
+    import csv
+
+    with open(weights.parent / "results.csv", newline="") as f:
+        logged = {int(float(r["epoch"])): float(r["metrics/mAP50(B)"]) for r in
+                  ({k.strip(): v.strip() for k, v in r.items()} for r in csv.DictReader(f))}
+    best = max((1, 2, 3), key=lambda e: logged[e])
+    assert row["best_epoch"] == best and row["val_mAP50"] == logged[best]
+    assert row["checkpoint"] == str(weights / ("last.pt" if best == 3 else f"epoch{best - 1}.pt"))
+    assert row["split"] == "test" and row["seed"] == 1 and row["recipe"].startswith("yolov8n.yaml (ultralytics)")
+    assert set(row["timing"]["rounds_ms"]) == {row["name"], "voc_subset_teacher", "student_recipe_graph"}
+    assert row["speedup_of_student_over_peer"] == table.paired_speedup(row["timing"], "student_recipe_graph", row["name"])
+    assert sorted(p.name for p in weights.glob("epoch*.pt")) == ([] if best == 3 else [f"epoch{best - 1}.pt"])
