@@ -56,7 +56,15 @@ def yolo_teacher(tiny_data, tmp_path_factory) -> Path:
 def test_distillation_with_unlabeled_images_logs_terms_and_resumes_exactly(tiny_data, yolo_teacher, tmp_path):
     full = tmp_path / "full"
     opts = [*_options(tiny_data, 2), "unlabeled.ratio=0.5"]
-    _run("train_distill.py", "distill/fyolo_synthetic.py", full, opts, "--teacher-ckpt", str(yolo_teacher))
+    out = _run("train_distill.py", "distill/fyolo_synthetic.py", full, opts, "--teacher-ckpt", str(yolo_teacher)).stdout
+    teacher_val = json.loads((full / "teacher_val.json").read_text())  # measured on val before training, kept after
+    assert teacher_val["checkpoint"] == str(yolo_teacher) and 0.0 <= teacher_val["mAP50"] <= 1.0
+    assert out.index(f"teacher: val mAP50 {teacher_val['mAP50']:.3f}") < out.index("epoch 1/2")
+    from detkd.engine.run_state import RunState
+
+    best = RunState(full).best_score()
+    assert f"student: best val mAP50 {best:.3f}" in out
+    assert ("warning: the student ends within 1 val mAP50 point of its teacher" in out) == (best >= teacher_val["mAP50"] - 0.01)
     student = load_detector(full / "epoch_2.pth")
     assert type(student).__name__ == "YoloDetector" and student.imgsz == 64
     state = load_checkpoint_file(full / "epoch_2.pth")["state_dict"]

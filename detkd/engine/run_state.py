@@ -151,6 +151,11 @@ class RunState:
             raise CheckpointError(f"{self.work_dir}: no checkpoint (did its training run?)")
         return latest
 
+    def best_score(self) -> float | None:
+        """The score the best checkpoint recorded (the save_best metric, e.g. val mAP50); None without one."""
+        scores = [score for p in self.work_dir.glob("best_*.pth") if (score := _recorded_score(p)) is not None]
+        return max(scores) if scores else None
+
     def check(self, params: Mapping[str, Any], resume: bool) -> bool:
         """Whether a run with ``params`` may start here (nothing is written); returns whether it resumes.
 
