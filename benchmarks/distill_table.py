@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import DATA_ROOTS, REPO, RESULTS, WORK, kept_subject, python, recipe_id, run
+from common import DATA_ROOTS, REPO, RESULTS, WORK, kept_subject, kept_subjects, python, recipe_id, run
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.results import (ResultsFile, markdown_table, mean_sd, paired_speedup, plot_map_vs_fps, seed_verdict,
@@ -56,7 +56,10 @@ RECIPES = {
 }
 PEER = "yolov8n"  # ultralytics' YOLOv8n from its yaml, labels only, the student recipe's epochs, size and batch
 METHODS = ["teacher", "labels_only", "distilled", "distilled_unlabeled", PEER]
-DATASETS = {"voc_subset": dict(unlabeled=True), "bccd": dict(unlabeled=False)}  # BCCD: no images beyond its splits
+# unlabeled: the dataset has images beyond its splits (``unlabeled/``); teacher: a kept subject to distill from instead
+# of the teacher recipe (BCCD: the width-0.5 SSD of the val-era tables, trained on train and chosen on val, never shown
+# test; 30 epochs of configs/train/ssd_cpu_bccd.py, its command in benchmarks/subjects/subjects.json)
+DATASETS = {"voc_subset": dict(unlabeled=True, teacher=None), "bccd": dict(unlabeled=False, teacher="ssd_cpu_w0.5_bccd")}
 SELECTION_EPOCHS = (5, 10, 15, 20)  # the recipes validate every 5 epochs of 20: the checkpoint is the best of these
 PAIR_ROUNDS = 5
 ARCH = "student_recipe_graph"  # the student recipe's network (untrained), timed beside the peer
@@ -85,15 +88,18 @@ def parse_args() -> argparse.Namespace:
 # ---- training -------------------------------------------------------------------------------------------------
 
 def teacher_subject(dataset: str) -> str:
-    return f"ssd_teacher_320_{dataset}"
+    """The name of ``dataset``'s kept teacher: its own (``DATASETS``), else the teacher recipe's, ``ssd_teacher_320_<dataset>``."""
+    return DATASETS[dataset]["teacher"] or f"ssd_teacher_320_{dataset}"
 
 
 def teacher_checkpoint(args: argparse.Namespace) -> Path:
-    """The teacher: the kept one (``benchmarks/subjects/ssd_teacher_320_<dataset>.pth``), else trained now (seed 0)
-    and kept, so that every later session distills from the same file."""
+    """The teacher: the kept one (``benchmarks/subjects/<teacher_subject>.pth``), else trained now by the teacher recipe
+    (seed 0) and kept, so that every later session distills from the same file."""
     kept = kept_subject(teacher_subject(args.dataset))
     if kept is not None:
         return kept
+    if DATASETS[args.dataset]["teacher"]:
+        raise SystemExit(f"{teacher_subject(args.dataset)}: the kept teacher of {args.dataset} is not in benchmarks/subjects/")
     best = train_detkd("teacher", 0, None, args)
     keep = REPO / "benchmarks" / "keep_subject.py"
     trained_by = f"python {RECIPES['teacher']} via benchmarks/distill_table.py --dataset {args.dataset} (seed 0)"
@@ -102,6 +108,17 @@ def teacher_checkpoint(args: argparse.Namespace) -> Path:
     assert kept is not None
     print(f"{kept}: the teacher, kept; commit it with benchmarks/subjects/subjects.json", flush=True)
     return kept
+
+
+def row_recipe(method: str, dataset: str) -> str:
+    """What a row records as its recipe: ``<config>@<commit>`` (:func:`~common.recipe_id`); the peer's names the student
+    recipe it copies; a kept teacher's names its file, hash and the command that trained it."""
+    if method == "teacher" and DATASETS[dataset]["teacher"]:
+        entry = kept_subjects()[teacher_subject(dataset)]
+        return f"{entry['file']}@{entry['sha256'][:8]} ({entry['trained_by']})"
+    if method == PEER:
+        return f"yolov8n.yaml (ultralytics) with the epochs, size and batch of {recipe_id(REPO / RECIPES['labels_only'])}"
+    return recipe_id(REPO / RECIPES[method])
 
 
 def work_dir(method: str, seed: int, args: argparse.Namespace) -> Path:
@@ -237,7 +254,7 @@ def evaluate_row(name: str, method: str, seed: int, ckpt: Path, teacher: Path, a
     row: dict[str, Any] = {
         "name": name, "dataset": args.dataset, "method": method, "seed": seed, "split": "test", "selected_on": "val",
         "checkpoint_rule": f"best val mAP50 of epochs {', '.join(map(str, SELECTION_EPOCHS))}",
-        "recipe": recipe_id(REPO / RECIPES[method]) if method in RECIPES else f"yolov8n.yaml (ultralytics), as {recipe_id(REPO / RECIPES['labels_only'])}",
+        "recipe": row_recipe(method, args.dataset),
         "teacher": checkpoint_model_label(teacher, file_hash=True), "imgsz": imgsz,
         "params": count_params(detector), "flops": count_flops(detector, imgsz), "mAP50": metrics["AP50"], "AP": metrics["AP"],
         "voc_AP50": metrics["voc_AP50"], "onnx_latency_ms": timing["ms"][name], "timing": timing,
@@ -371,9 +388,9 @@ def main() -> int:
     todo = [("teacher", 0)] if "teacher" in wanted else []
     todo += [(m, s) for s in args.seeds for m in wanted if m != "teacher"]
     for method, seed in todo:
-        recipe = recipe_id(REPO / RECIPES[method]) if method in RECIPES else None  # refuses an uncommitted recipe now
-        if any(r["method"] == method and r["dataset"] == args.dataset and r["seed"] == seed
-               and (recipe is None or r["recipe"] == recipe) for r in results.rows):
+        recipe = row_recipe(method, args.dataset)  # refuses an uncommitted recipe now
+        if any(r["method"] == method and r["dataset"] == args.dataset and r["seed"] == seed and r["recipe"] == recipe
+               for r in results.rows):
             continue
         teacher = teacher or teacher_checkpoint(args)
         name = f"{args.dataset}_{method}" + ("" if method == "teacher" else f"_s{seed}")

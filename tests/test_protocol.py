@@ -227,7 +227,7 @@ def test_distill_table_runs_end_to_end_and_reports_on_test(tiny_voc, tmp_path, m
         assert set(row["timing"]["rounds_ms"]) == {row["name"], "voc_subset_teacher"}
     assert [r["images_per_epoch"] for r in students] == [6, 6, 9]  # + half as many unlabeled images
     report = (tmp_path / "results" / "distill_table.md").read_text()
-    assert "reported on **test**" in report and "distilled over labels-only" in report
+    assert "reported on **test**" in report and "- distilled ≥ labels-only + 3 mAP50: " in report
     # a second run finds every row done and trains nothing
     monkeypatch.setattr(table, "run", lambda cmd, quiet=True: pytest.fail(f"ran {cmd}"))
     assert table.main() == 0
@@ -281,7 +281,16 @@ def test_distill_table_peer_takes_the_best_val_epoch_and_is_timed_beside_both(ti
     best = max((1, 2, 3), key=lambda e: logged[e])
     assert row["best_epoch"] == best and row["val_mAP50"] == logged[best]
     assert row["checkpoint"] == str(weights / ("last.pt" if best == 3 else f"epoch{best - 1}.pt"))
-    assert row["split"] == "test" and row["seed"] == 1 and row["recipe"].startswith("yolov8n.yaml (ultralytics)")
+    assert row["split"] == "test" and row["seed"] == 1 and row["recipe"].startswith("yolov8n.yaml (ultralytics) with the epochs")
     assert set(row["timing"]["rounds_ms"]) == {row["name"], "voc_subset_teacher", "student_recipe_graph"}
     assert row["speedup_of_student_over_peer"] == table.paired_speedup(row["timing"], "student_recipe_graph", row["name"])
     assert sorted(p.name for p in weights.glob("epoch*.pt")) == ([] if best == 3 else [f"epoch{best - 1}.pt"])
+
+
+def test_distill_table_bccd_distills_from_its_kept_teacher():
+    table = _script("distill_table")
+    assert table.teacher_subject("bccd") == "ssd_cpu_w0.5_bccd" and table.teacher_subject("voc_subset") == "ssd_teacher_320_voc_subset"
+    recipe = table.row_recipe("teacher", "bccd")
+    assert recipe.startswith("benchmarks/subjects/ssd_cpu_w0.5_bccd.pth@e9eafb2f (python tools/train.py configs/train/ssd_cpu_bccd.py")
+    assert table.row_recipe("labels_only", "bccd").startswith("configs/recipes/fyolo_student_320.py@")
+    assert not table.DATASETS["bccd"]["unlabeled"]  # its val and test report: no unlabeled row
