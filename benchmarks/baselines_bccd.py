@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import DATA_ROOTS, REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
@@ -31,8 +33,6 @@ from detkd.engine.checkpoint import load_detector
 from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import ResultsFile, markdown_table, plot_map_vs_fps, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "baselines_bccd"
 DETKD_ROWS = {"teacher": "yolov2", "tiny_yolo": "tiny_yolov2", "fyolo": "fyolo", "ssd_cpu": "ssd_cpu"}
 IMGSZ = 320
@@ -41,7 +41,7 @@ COLUMNS = ["name", "model", "epochs", "imgsz", "params", "flops", "mAP50", "AP",
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="BCCD root (VOC layout)")
+    parser.add_argument("--data", default=str(DATA_ROOTS["bccd"]), help="BCCD root (VOC layout)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurements")
     parser.add_argument("--only", nargs="+", choices=[*DETKD_ROWS, "yolov8n"], help="run only these rows")

@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
+from common import REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info, time_fn
 from detkd.engine.results import ResultsFile, markdown_table, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 ROWS = ["float_onnxruntime", "float_openvino", "int8_onnxruntime", "binary_all_openvino", "binary_speed_openvino", "binary_all_eager"]
 
 

@@ -17,13 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info, time_fn
 from detkd.engine.results import markdown_table, write_markdown
 from detkd.fileio import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def student_shapes(width: float, imgsz: int = 320) -> list[tuple[int, int, int, int, int]]:

@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import DATA_ROOTS, REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
 from detkd.data.sources import read_split
@@ -45,15 +47,13 @@ from detkd.engine.run_state import RunState, best_checkpoint
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "binary_student"
 METHODS = ["float_labels", "float_kd", "int8", "binary_labels", "binary_kd"]
 BINARY = ["model.binary.mode=xnor", "model.binary.keep_1x1=True"]
 KD = ["distill.scale_by_objectness=True", "distill.fm_nms.enabled=True", "teacher.cache=True"]  # + the dataset's unlabeled
 DATASETS = {
     "bccd": dict(train="fyolo_bccd", distill="fyolo_bccd", unlabeled=[],  # no images beyond its splits
-                 data=str(REPO.parent / "shared" / "data" / "bccd")),
+                 data=str(DATA_ROOTS["bccd"])),
     "synthetic": dict(train="fyolo_synthetic", distill="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
 }
 FLOAT_FROM = {"float_labels": "labels_only", "float_kd": "kd_full_unlabeled"}  # the distillation ablation's rows

@@ -64,9 +64,10 @@ def recipe_id(path: str | Path) -> str:
     return f"{rel}@{commit.stdout.strip()[:12]}"
 
 
-def kept_subjects() -> dict[str, dict[str, Any]]:
-    """The index of the models kept in the repository (``benchmarks/subjects/subjects.json``), by name; {} without one."""
-    index = SUBJECTS / "subjects.json"
+def kept_subjects(subjects: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The index of the models kept in the repository (``benchmarks/subjects/subjects.json``, or in ``subjects``), by
+    name; {} without one."""
+    index = (subjects or SUBJECTS) / "subjects.json"
     return json.loads(index.read_text()) if index.is_file() else {}
 
 

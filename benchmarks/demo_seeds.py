@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import REPO, RESULTS
+
 from detkd.commands import demo  # tools/demo.py's code: the pipeline measured here
 from detkd.engine.benchmark import machine_info
 from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
-
-RESULTS = REPO / "benchmarks" / "results"
 KEY = ("name", "dataset", "seed")
 
 

@@ -52,12 +52,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from common import DATA_ROOTS, REPO, RESULTS, SUBJECTS, kept_subjects, run
+from common import WORK as BENCH_WORK
 
 import detkd  # noqa: F401  (offline environment first)
 from detkd.config import load_config
@@ -71,18 +72,15 @@ from detkd.models.ultralytics_adapter import ultralytics_run_args
 from detkd.engine.results import (ResultsFile, last_validation_gain, markdown_table, mean_sd, plot_map_vs_fps, seed_summary,
                                   relative_path, write_markdown)
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-WORK = REPO / "benchmarks" / "work" / "distill_ablation"
+WORK = BENCH_WORK / "distill_ablation"
 METHODS = ["labels_only", "kd_plain", "kd_objscale", "kd_objscale_fmnms", "kd_full_unlabeled", "kd_hints", "teacher"]
 PEERS = ["ultralytics_labels_only", "ultralytics_kd"]  # YOLOv8n without / with ultralytics' distillation from YOLOv8s
 PEER_TEACHER_RUN = "yolov8s_teacher"  # the YOLOv8s's run folder under peer_work()
-SUBJECTS = REPO / "benchmarks" / "subjects"  # kept models (benchmarks/keep_subject.py) and their index
 KEPT_LABEL = "kept.json"  # beside a restored best.pt: the label of the kept file it was restored from
 DATASETS = {
     "bccd": dict(teacher="ssd_cpu_bccd", distill="fyolo_bccd", hints="fyolo_bccd_hints", student="fyolo_bccd",
                  distill_ultralytics="fyolo_bccd_ultralytics_teacher",
-                 unlabeled=None, data=str(REPO.parent / "shared" / "data" / "bccd")),
+                 unlabeled=None, data=str(DATA_ROOTS["bccd"])),
     "synthetic": dict(teacher="yolov2_synthetic", distill="fyolo_synthetic", hints="fyolo_synthetic_hints",
                       student="fyolo_synthetic", unlabeled=["unlabeled.ratio=0.5"], data=None),
 }
@@ -140,11 +138,6 @@ def parse_args() -> argparse.Namespace:
                         "no machine has any more (e.g. yolov8s@529ac1ec), to a series of their own, so that rows from "
                         "its replacement can start; their numbers stay, in the report's earlier-series tables")
     return parser.parse_args()
-
-
-def run(cmd: list[str]) -> None:
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
 def common_options(args: argparse.Namespace, method: str, seed: int) -> list[str]:
@@ -331,7 +324,7 @@ def ultralytics_label(ckpt: str | Path) -> str:
     if kept.is_file():
         return str(json.loads(kept.read_text())["label"])
     digest = file_sha256(ckpt)
-    for entry in kept_subjects().values():
+    for entry in kept_subjects(SUBJECTS).values():
         if entry.get("kind") == "ultralytics" and entry.get("source_sha256") == digest:
             return str(entry["label"])
     model = Path(str(ultralytics_run_args(ckpt).get("model", "ultralytics"))).stem
@@ -348,16 +341,10 @@ def peer_teacher_file(args: argparse.Namespace) -> Path:
     return peer_work(args) / PEER_TEACHER_RUN / "weights" / "best.pt"
 
 
-def kept_subjects() -> dict[str, dict[str, Any]]:
-    """The index of the models kept in the repository (``benchmarks/subjects/subjects.json``), by name; {} without one."""
-    index = SUBJECTS / "subjects.json"
-    return json.loads(index.read_text()) if index.is_file() else {}
-
-
 def kept_peer_teacher(args: argparse.Namespace) -> dict[str, Any] | None:
     """The peers' YOLOv8s kept in the repository (``benchmarks/subjects/yolov8s_<dataset>_<epochs>ep.pth``, by
     benchmarks/keep_subject.py --trust), as its ``subjects.json`` entry; None when there is none."""
-    entry = kept_subjects().get(f"yolov8s_{args.dataset}_{args.epochs}ep")
+    entry = kept_subjects(SUBJECTS).get(f"yolov8s_{args.dataset}_{args.epochs}ep")
     return entry if entry and entry.get("kind") == "ultralytics" else None
 
 

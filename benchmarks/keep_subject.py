@@ -28,13 +28,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common import REPO, SUBJECTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.errors import CheckpointError
 from detkd.engine.checkpoint import checkpoint_model_label, load_detector, save_detector
 from detkd.fileio import atomic_write_json, file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
-SUBJECTS = REPO / "benchmarks" / "subjects"
 
 
 def parse_args() -> argparse.Namespace:

@@ -60,13 +60,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import DATA_ROOTS, REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import machine_info, validation_curve
 from detkd.engine.checkpoint import checkpoint_model_label
 from detkd.engine.results import ResultsFile, markdown_table, mean_sd, plot_map_vs_fps, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work" / "prune_ssd"
 CONFIG = "configs/prune/ssd_cpu_bccd.py"  # every BCCD row's prune config (relative to the repository)
 COLUMNS = ["subject", "variant", "method", "ratio", "retrained", "epochs", "retrain_lr", "seed", "imgsz", "params", "param_ratio", "flops",
@@ -130,7 +130,7 @@ VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="the trained CPU-scale SSD (tools/train.py configs/train/ssd_cpu_bccd.py)")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "bccd"), help="BCCD root")
+    parser.add_argument("--data", default=str(DATA_ROOTS["bccd"]), help="BCCD root")
     parser.add_argument("--retrain-epochs", type=int, default=RETRAIN_EPOCHS,
                         help="retraining epochs (default: %(default)s; other values get their own rows and work folders)")
     parser.add_argument("--retrain-lr", type=float, default=None,

@@ -70,6 +70,9 @@ def render(results: Path) -> str:
 
 
 def main() -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from detkd.fileio import atomic_write_text
 
     out = RESULTS / "status.md"

@@ -33,13 +33,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from common import REPO, RESULTS
+
 import detkd  # noqa: F401  (offline environment first)
 from detkd.engine.benchmark import count_flops, count_params, machine_info, paired_onnx_latency
 from detkd.engine.results import markdown_table, write_markdown
 from detkd.fileio import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 VARIANTS: dict[str, dict[str, Any]] = {
     "darknet": {},
     "min16": {"min_channels": 16},

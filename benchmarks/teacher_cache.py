@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import REPO, RESULTS
+
 from detkd.commands import demo
 from detkd.data.sources import read_split
 from detkd.distill.runner import run_distill
@@ -36,8 +38,7 @@ from detkd.engine.run_state import best_checkpoint
 from detkd.engine.runner import build_runner, is_finished
 from detkd.fileio import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "teacher_cache.json"
+RESULTS_FILE = RESULTS / "teacher_cache.json"
 # cached: top 100 candidates per image; cached_all: every one; online_projected: online, through the projection
 MODES = ("labels_only", "online", "online_projected", "cached", "cached_all")
 
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=REPO / "work_dirs" / "demo_seeds" / "data")
     parser.add_argument("--work-dir", type=Path, default=REPO / "work_dirs" / "teacher_cache")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=RESULTS_FILE, help="results file (default: %(default)s)")
     return parser.parse_args(argv)
 
 

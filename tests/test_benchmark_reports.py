@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
+    if str(REPO / "benchmarks") not in sys.path:  # the scripts import their shared module, benchmarks/common.py
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"{Path(name).name}_benchmark", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

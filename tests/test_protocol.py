@@ -23,7 +23,8 @@ VOC_SUBSET = REPO.parent / "shared" / "data" / "voc2012_subset"
 
 
 def _script(name: str):
-    sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their shared module, benchmarks/common.py
+    if str(REPO / "benchmarks") not in sys.path:  # the scripts import their shared module, benchmarks/common.py
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
