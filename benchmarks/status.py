@@ -26,12 +26,17 @@ import distill_table
 # (dataset, target) in the order the Status table lists them; the text must match what the table's judge names
 TARGETS: list[tuple[str, str]] = [
     ("voc_subset", "distilled ≥ labels-only + 3 mAP50"),
+    ("voc_subset", "distilled ≥ labels-only + 3 AP"),
     ("voc_subset", "unlabeled images add ≥ 1 mAP50 over distillation without them"),
     ("voc_subset", "the student ≥ 5x faster than its teacher (paired)"),
     ("voc_subset", "detkd's student ahead of YOLOv8n (same epochs) in mAP50, at lower latency"),
     ("voc_subset", "the teacher stronger than the student it teaches"),
-    ("bccd", "distilled ≥ labels-only + 3 mAP50 and + 3 AP"),
+    ("bccd", "distilled ≥ labels-only + 3 mAP50"),
+    ("bccd", "distilled ≥ labels-only + 3 AP"),
     ("bccd", "best student ≥ 95 % of its teacher's mAP50 at ≥ 5x (paired)"),
+    ("bccd", "the student ≥ 5x faster than its teacher (paired)"),
+    ("bccd", "detkd's student ahead of YOLOv8n (same epochs) in mAP50, at lower latency"),
+    ("bccd", "the teacher stronger than the student it teaches"),
     ("bccd", "pruning: ≥ 6.7x fewer parameters, ≥ 3x lower latency, ≤ 1 point lost (mAP50 and AP) against the "
              "unpruned SSD trained the same extra epochs"),
     ("bccd", "binarized ≥ 1.5x faster than float, within 5 mAP50 of float labels-only"),
