@@ -140,24 +140,23 @@ def count_flops(model: nn.Module, imgsz: int) -> int:
     return int(counter.get_total_flops())
 
 
-def _cpu_name() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key`` line's value in ``/proc/cpuinfo`` (None where there is none: not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return []
+    return sorted((_cpuinfo("flags") or "").split())
 
 
 def machine_fingerprint(threads: int) -> dict[str, Any]:
