@@ -61,6 +61,7 @@ METHODS = ["teacher", "labels_only", "distilled", "distilled_unlabeled", PEER]
 # test; 30 epochs of configs/train/ssd_cpu_bccd.py, its command in benchmarks/subjects/subjects.json)
 DATASETS = {"voc_subset": dict(unlabeled=True, teacher=None), "bccd": dict(unlabeled=False, teacher="ssd_cpu_w0.5_bccd")}
 SELECTION_EPOCHS = (5, 10, 15, 20)  # the recipes validate every 5 epochs of 20: the checkpoint is the best of these
+CHECKPOINT_RULE = "best val mAP50, validated every 5 epochs"  # every row's, the kept teachers' included
 PAIR_ROUNDS = 5
 ARCH = "student_recipe_graph"  # the student recipe's network (untrained), timed beside the peer
 KEY = ("method", "dataset", "seed", "recipe")
@@ -103,7 +104,8 @@ def teacher_checkpoint(args: argparse.Namespace) -> Path:
         raise SystemExit(f"{teacher_subject(args.dataset)}: the kept teacher of {args.dataset} is not in benchmarks/subjects/")
     best = train_detkd("teacher", 0, None, args)
     keep = REPO / "benchmarks" / "keep_subject.py"
-    trained_by = f"python {RECIPES['teacher']} via benchmarks/distill_table.py --dataset {args.dataset} (seed 0)"
+    trained_by = (f"python tools/train.py {RECIPES['teacher']} --data {args.data} --cfg-options train.seed=0 "
+                  f"(benchmarks/distill_table.py --dataset {args.dataset}, recipe {recipe_id(REPO / RECIPES['teacher'])})")
     run(python(str(keep), str(best), "--name", teacher_subject(args.dataset), "--trained-by", trained_by), quiet=False)
     kept = kept_subject(teacher_subject(args.dataset))
     assert kept is not None
@@ -254,7 +256,7 @@ def evaluate_row(name: str, method: str, seed: int, ckpt: Path, teacher: Path, a
     timing = interleaved_onnx_latency(graphs, args.threads, rounds=PAIR_ROUNDS)
     row: dict[str, Any] = {
         "name": name, "dataset": args.dataset, "method": method, "seed": seed, "split": "test", "selected_on": "val",
-        "checkpoint_rule": f"best val mAP50 of epochs {', '.join(map(str, SELECTION_EPOCHS))}",
+        "checkpoint_rule": CHECKPOINT_RULE,
         "recipe": row_recipe(method, args.dataset),
         "teacher": checkpoint_model_label(teacher, file_hash=True), "imgsz": imgsz,
         "params": count_params(detector), "flops": count_flops(detector, imgsz), "mAP50": metrics["AP50"], "AP": metrics["AP"],
@@ -376,7 +378,7 @@ def write_report(results: ResultsFile) -> None:
         machines = sorted({r["machine"]["id"] for r in rows})
         m = rows[0]["machine"]
         parts.append(
-            f"**{dataset}** (reported on **test**; checkpoints chosen on val: {rows[0]['checkpoint_rule']}; mean ± sample "
+            f"**{dataset}** (reported on **test**; checkpoints chosen on val: {CHECKPOINT_RULE}; mean ± sample "
             f"standard deviation over seeds; ONNX Runtime batch 1, {m['threads']} threads, {m['cpu']}, machine "
             f"{', '.join(machines)}; each speedup from its row's own paired timing, {PAIR_ROUNDS} alternating rounds)\n\n"
             + "\n".join(table) + "\n\n" + "\n".join(verdicts(rows) or ["- no target can be judged yet"])
