@@ -35,7 +35,6 @@ TARGETS: list[tuple[str, str]] = [
     ("bccd", "distilled ≥ labels-only + 3 AP"),
     ("bccd", "best student ≥ 95 % of its teacher's mAP50 at ≥ 5x (paired)"),
     ("bccd", "the student ≥ 5x faster than its teacher (paired)"),
-    ("bccd", "detkd's student ahead of YOLOv8n (same epochs) in mAP50, at lower latency"),
     ("bccd", "the teacher stronger than the student it teaches"),
     ("bccd", "pruning: ≥ 6.7x fewer parameters, ≥ 3x lower latency, ≤ 1 point lost (mAP50 and AP) against the "
              "unpruned SSD trained the same extra epochs"),
