@@ -71,6 +71,7 @@ COLUMNS = ["method", "seed", "mAP50", "AP", "val_mAP50", "best_epoch", "onnx_lat
 TARGET_KD_GAIN = 0.03  # distilled >= labels-only + 3 mAP50
 TARGET_UNLABELED_GAIN = 0.01  # unlabeled/ adds >= 1 mAP50 over distillation without it
 TARGET_SPEEDUP = 5.0  # the student >= 5x faster than its teacher
+SEEDS_FOR_CLAIM = 3  # a verdict on fewer seeds says so: no claim yet
 TARGET_KEPT = 0.95  # the best student keeps >= 95 % of its teacher's mAP50 (at >= 5x)
 
 
@@ -294,7 +295,8 @@ def judge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         missed = sorted(set(v["missed"]).union(*(m["missed"] for m in more)))
         seeds = "" if not missed else f"; seed {missed[0]} misses" if len(missed) == 1 else \
             f"; seeds {', '.join(map(str, missed))} miss"
-        return ("met" if v["met"] and all(m["met"] for m in more) else "missed") + seeds
+        verdict = ("met" if v["met"] and all(m["met"] for m in more) else "missed") + seeds
+        return verdict if v["n"] >= SEEDS_FOR_CLAIM else f"{verdict} so far ({v['n']} of {SEEDS_FOR_CLAIM} seeds: no claim yet)"
 
     def gain(target: str, better: str, base: str, bound: float, metric: str = "mAP50") -> None:
         seeds = sorted(set(by[better]) & set(by[base]))
@@ -324,7 +326,7 @@ def judge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         lo = statistics.fmean(r["mAP50"] for r in by["labels_only"].values())
         out.append({"target": "the teacher stronger than the student it teaches",
                     "measured": f"teacher {teacher['mAP50']:.3f} mAP50, labels-only student {lo:.3f} ({100 * (teacher['mAP50'] - lo):+.1f})",
-                    "verdict": "met" if teacher["mAP50"] > lo else "missed"})
+                    "verdict": flagged({"met": teacher["mAP50"] > lo, "missed": [], "n": len(by["labels_only"])})})
     distilled = [m for m in ("distilled", "distilled_unlabeled") if by[m]]
     best = max(distilled, key=lambda m: statistics.fmean(r["mAP50"] for r in by[m].values())) if distilled else "distilled"
     if teacher and by[best] and teacher["mAP50"] > 0:

@@ -302,3 +302,11 @@ def test_distill_table_bccd_distills_from_its_kept_teacher():
     assert recipe.startswith("benchmarks/subjects/ssd_cpu_w0.5_bccd.pth@e9eafb2f (python tools/train.py configs/train/ssd_cpu_bccd.py")
     assert table.row_recipe("labels_only", "bccd").startswith("configs/recipes/fyolo_student_320.py@")
     assert not table.DATASETS["bccd"]["unlabeled"]  # its val and test report: no unlabeled row
+
+
+def test_distill_table_verdict_on_fewer_than_three_seeds_is_no_claim():
+    table = _script("distill_table")
+    rows = [_table_row("teacher", 0, 0.60), _table_row("labels_only", 0, 0.40, 6.0), _table_row("distilled", 0, 0.45, 6.1)]
+    lines = table.verdicts(rows)
+    assert lines[0].endswith("n=1: **met so far (1 of 3 seeds: no claim yet)**.")
+    assert lines[3].endswith("(+20.0): **met so far (1 of 3 seeds: no claim yet)**.")
